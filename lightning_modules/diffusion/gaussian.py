@@ -115,14 +115,13 @@ def p_mean_variance(
     eps, v = split_output(output, x_t.shape[1], variance)
     if variance == "learned_range":
         log_variance = learned_range_log_variance(schedule, v, t)
+        model_variance = torch.exp(log_variance)
     elif variance == "fixed_small":
+        # β̃_0 = 0 exactly; only its log is clipped.
+        model_variance = extract(schedule.posterior_variance, t, x_t).expand_as(x_t)
         log_variance = extract(schedule.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
     else:
         log_variance = extract(schedule.fixed_large_log_variance, t, x_t).expand_as(x_t)
-    if variance == "fixed_small":
-        # β̃_0 = 0 exactly; only its log is clipped.
-        model_variance = extract(schedule.posterior_variance, t, x_t).expand_as(x_t)
-    else:
         model_variance = torch.exp(log_variance)
     pred_x0 = predict_x0_from_eps(schedule, x_t, t, eps)
     if clip_x0:

@@ -106,7 +106,8 @@ class DiffusionSchedule:
     """Immutable per-step coefficients of a discrete Gaussian diffusion.
 
     Step index ``i`` (0..num_steps-1) is what the math indexes; ``timesteps[i]`` is the original timestep the
-    network receives (equal to ``i`` unless the schedule was respaced). All tables are float64 and 1-D.
+    network receives (equal to ``i`` unless the schedule was respaced). All tables are float64 and 1-D;
+    ``fixed_large_log_variance`` is log β_t with β̃_1 at step 0, the "fixed large" variance of DDPM.
 
     Args:
         betas: Noise variances β_i, each in (0, 1].

@@ -1,0 +1,33 @@
+"""Loaders of the official SDM/PIDM conformance fixtures used by the diffusion tests."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _load(fixtures_dir: Path, name: str) -> dict:
+    path = fixtures_dir / name
+    if not path.is_file():
+        pytest.fail(f"conformance fixture {path} is missing")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def sdm_io(fixtures_dir: Path) -> dict:
+    return _load(fixtures_dir, "sdm_official/io.pt")
+
+
+@pytest.fixture(scope="session")
+def sdm_diffusion(fixtures_dir: Path) -> dict:
+    return _load(fixtures_dir, "sdm_official/diffusion.pt")
+
+
+@pytest.fixture(scope="session")
+def pidm_io(fixtures_dir: Path) -> dict:
+    return _load(fixtures_dir, "pidm_official/io.pt")
+
+
+@pytest.fixture(scope="session")
+def pidm_diffusion(fixtures_dir: Path) -> dict:
+    return _load(fixtures_dir, "pidm_official/diffusion.pt")
