@@ -1,0 +1,312 @@
+"""Shared machinery of the pose-guided person datasets: posed images, source/target pairs, augmentation, loaders."""
+
+from __future__ import annotations
+
+import csv
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import albumentations.augmentations.crops.functional as album_crops
+import albumentations.augmentations.geometric.functional as album_geometric
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.keypoints import (
+    flip_keypoints,
+    load_keypoints_txt,
+    load_patn_csv,
+    resize_keypoints,
+    transform_keypoints,
+)
+from datamodules.pose_rendering import POSE_CHANNELS, PoseEncoding, render_pose
+
+Split = Literal["train", "test"]
+
+
+@dataclass(frozen=True)
+class PosedImage(ABC):
+    """A person photo plus the source of its keypoints; ``name`` is the path as the pair list spells it."""
+
+    name: str
+    image_path: Path
+
+    @abstractmethod
+    def keypoints(
+        self,
+        native_size: tuple[int, int],
+        image_size: tuple[int, int],
+        scale_size: tuple[int, int] | None,
+        crop: tuple[int, int],
+    ) -> np.ndarray:
+        """Keypoints ``(18, 2)`` for the photo (stored at ``native_size``) resized to ``image_size``, then
+        optionally up-scaled to ``scale_size`` and cropped at ``crop`` = (x, y)."""
+
+
+@dataclass(frozen=True)
+class TxtPosedImage(PosedImage):
+    """Keypoints in a GFLA/NTED txt file (256-frame with the 40-pixel x offset, independent of the photo size)."""
+
+    pose_path: Path
+
+    def keypoints(self, native_size, image_size, scale_size, crop):
+        return transform_keypoints(load_keypoints_txt(self.pose_path), image_size, scale_size=scale_size, crop=crop)
+
+
+@dataclass(frozen=True)
+class CsvPosedImage(PosedImage):
+    """Keypoints from a PATN annotation CSV, already in the stored photo's pixel frame."""
+
+    annotation: np.ndarray
+
+    def keypoints(self, native_size, image_size, scale_size, crop):
+        return resize_keypoints(self.annotation, native_size, scale_size or image_size, crop=crop)
+
+
+@dataclass(frozen=True)
+class PairSample:
+    """One training line: a fixed target and the sources it may be generated from."""
+
+    target: PosedImage
+    sources: tuple[PosedImage, ...]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file as uint8 ``(H, W, 3)`` RGB; an unreadable file raises ``ValueError`` naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: corrupt or unreadable image ({error})") from error
+
+
+def require_file(path: Path, listed_in: Path) -> Path:
+    """Return ``path`` if it exists, else raise naming both it and the list that referenced it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{listed_in}: references missing file {path}")
+    return path
+
+
+def read_patn_pairs(annotation_file: Path, pair_file: Path, image_dir: Path) -> list[PairSample]:
+    """Parse a PATN split: ``from,to`` pairs (source, target) over photos in ``image_dir`` annotated in a CSV.
+
+    Raises:
+        FileNotFoundError: if a file is missing (naming the list that referenced it).
+        ValueError: on a missing column, or a pair naming an image without annotation (naming the files).
+    """
+    annotations = load_patn_csv(annotation_file)
+    require_file(pair_file, image_dir.parent)
+    images: dict[str, CsvPosedImage] = {}
+
+    def posed(name: str) -> CsvPosedImage:
+        if name not in images:
+            if name not in annotations:
+                raise ValueError(f"{pair_file}: image {name!r} has no keypoints in {annotation_file}")
+            images[name] = CsvPosedImage(name, require_file(image_dir / name, pair_file), annotations[name])
+        return images[name]
+
+    with pair_file.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"from", "to"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{pair_file}: expected columns 'from,to', got header {reader.fieldnames}")
+        samples = [PairSample(posed(row["to"]), (posed(row["from"]),)) for row in reader]
+    if not samples:
+        raise ValueError(f"{pair_file}: no pairs listed")
+    return samples
+
+
+class PersonPairDataset(Dataset):
+    """Source/target person pairs rendered into the batch format of the person DataModules.
+
+    Args:
+        samples: pair lines to draw from.
+        image_size: ``(H, W)`` of the returned images and poses.
+        pose_encoding: how keypoints become pose channels.
+        heatmap_sigma: Gaussian sigma in pixels for ``heatmap18``.
+        train: draw the source uniformly per fetch, augment, and (with ``both_directions``) yield both directions;
+            otherwise use the first source with no augmentation.
+        both_directions: in training, let each line yield source->target and target->source samples.
+        scale_augmentation: upper bound of the random up-scale ``s ~ U(0, scale_augmentation)`` before cropping back.
+        flip_prob: probability of one horizontal flip applied jointly to both images and both poses.
+    """
+
+    def __init__(
+        self,
+        samples: list[PairSample],
+        image_size: tuple[int, int],
+        pose_encoding: PoseEncoding,
+        heatmap_sigma: float,
+        train: bool,
+        both_directions: bool,
+        scale_augmentation: float,
+        flip_prob: float,
+    ) -> None:
+        self.samples = samples
+        self.image_size = image_size
+        self.pose_encoding = pose_encoding
+        self.heatmap_sigma = heatmap_sigma
+        self.train = train
+        self.directions = 2 if train and both_directions else 1
+        self.scale_augmentation = scale_augmentation if train else 0.0
+        self.flip_prob = flip_prob if train else 0.0
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.directions
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        sample = self.samples[index // self.directions]
+        if self.train:
+            source = sample.sources[int(torch.randint(len(sample.sources), ()))]
+        else:
+            source = sample.sources[0]
+        target = sample.target
+        if index % self.directions == 1:
+            source, target = target, source
+        flip = self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob
+        source_image, source_pose = self._load(source, flip)
+        target_image, target_pose = self._load(target, flip)
+        return {
+            "source": source_image,
+            "target": target_image,
+            "source_pose": source_pose,
+            "target_pose": target_pose,
+            "source_path": source.name,
+            "target_path": target.name,
+        }
+
+    def _random_geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The official up-scale-and-crop parameters: ``(scale_H, scale_W)`` and crop ``(x, y)``."""
+        height, width = self.image_size
+        scale = float(torch.rand(())) * self.scale_augmentation
+        scale_height, scale_width = int(height * (1.0 + scale)), int(width * (1.0 + scale))
+        crop_x = int(torch.randint(scale_width - width + 1, ()))
+        crop_y = int(torch.randint(scale_height - height + 1, ()))
+        return (scale_height, scale_width), (crop_x, crop_y)
+
+    def _load(self, posed: PosedImage, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = self.image_size
+        image = read_rgb(posed.image_path)
+        native_size = image.shape[:2]
+        if native_size != self.image_size:
+            # PIL's antialiased bicubic, as the official data preparation and evaluation GT use.
+            image = np.array(Image.fromarray(image).resize((width, height), Image.BICUBIC))
+        scale_size, crop = self._random_geometry() if self.scale_augmentation > 0 else (None, (0, 0))
+        keypoints = posed.keypoints(native_size, self.image_size, scale_size, crop)
+        if scale_size is not None:
+            image = album_geometric.resize(image, scale_size, cv2.INTER_CUBIC)
+            image = album_crops.crop(image, crop[0], crop[1], crop[0] + width, crop[1] + height)
+        if flip:
+            image = album_geometric.hflip(image)
+            keypoints = flip_keypoints(keypoints, width)
+        pose = render_pose(keypoints, height, width, self.pose_encoding, self.heatmap_sigma)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+        return tensor, pose
+
+
+class PersonPairDataModule(pl.LightningDataModule, ABC):
+    """Base DataModule for pose-guided person datasets; subclasses only read their pair lists.
+
+    Args:
+        root: dataset root folder.
+        image_size: image height in pixels; the width is the same (stretched) or follows ``keep_aspect``.
+        keep_aspect: keep the dataset's native aspect ratio instead of stretching to a square.
+        pose_encoding: ``official20`` (PIDM's skeleton + limb distance maps) or ``heatmap18`` (Gaussian heatmaps).
+        heatmap_sigma: Gaussian sigma in pixels for ``heatmap18``.
+        both_directions: in training, each pair also yields its reverse (target -> source).
+        scale_augmentation: training up-scale bound ``s ~ U(0, scale_augmentation)`` before a random crop back.
+        flip_prob: training probability of a joint horizontal flip of both images and poses.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches in page-locked memory.
+        persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
+    """
+
+    #: Native width / height of the dataset's photos, used with ``keep_aspect``.
+    native_aspect: float = 1.0
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        keep_aspect: bool = False,
+        pose_encoding: PoseEncoding = "official20",
+        heatmap_sigma: float = 6.0,
+        both_directions: bool = True,
+        scale_augmentation: float = 0.05,
+        flip_prob: float = 0.5,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        if pose_encoding not in POSE_CHANNELS:
+            raise ValueError(f"unknown pose_encoding {pose_encoding!r}; choose one of {sorted(POSE_CHANNELS)}")
+        self.root = Path(root)
+        width = round(image_size * self.native_aspect) if keep_aspect else image_size
+        self.image_size = (image_size, width)
+        self.pose_encoding = pose_encoding
+        self.heatmap_sigma = heatmap_sigma
+        self.both_directions = both_directions
+        self.scale_augmentation = scale_augmentation
+        self.flip_prob = flip_prob
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.datasets: dict[Split, PersonPairDataset] = {}
+
+    @property
+    def pose_channels(self) -> int:
+        """Number of pose channels per image (20 for ``official20``, 18 for ``heatmap18``)."""
+        return POSE_CHANNELS[self.pose_encoding]
+
+    @abstractmethod
+    def read_pairs(self, split: Split) -> list[PairSample]:
+        """Parse the split's pair list, checking that every referenced file exists."""
+
+    def setup(self, stage: str | None = None) -> None:
+        splits: tuple[Split, ...] = ("train", "test") if stage in (None, "fit") else ("test",)
+        for split in splits:
+            if split not in self.datasets:
+                self.datasets[split] = self.make_dataset(split)
+
+    def make_dataset(self, split: Split) -> PersonPairDataset:
+        """Build the dataset of one split (training behaviour for ``train`` only)."""
+        return PersonPairDataset(
+            self.read_pairs(split),
+            self.image_size,
+            self.pose_encoding,
+            self.heatmap_sigma,
+            train=split == "train",
+            both_directions=self.both_directions,
+            scale_augmentation=self.scale_augmentation,
+            flip_prob=self.flip_prob,
+        )
+
+    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
