@@ -1,0 +1,54 @@
+"""Small building blocks shared by the SDM and PIDM networks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000) -> Tensor:
+    """Sinusoidal embedding ``[cos | sin]`` of integer (or float) timesteps.
+
+    Frequencies are ``exp(-ln(max_period) * i / half)`` for ``i < half = dim // 2``; an odd ``dim`` gets one zero
+    column appended. Always computed in float32 from the raw timestep values.
+
+    Args:
+        t: Timesteps, shape ``(B,)``.
+        dim: Embedding width.
+        max_period: Longest period of the sinusoids.
+
+    Returns:
+        float32 tensor of shape ``(B, dim)``.
+    """
+    half = dim // 2
+    exponents = torch.arange(half, dtype=torch.float32, device=t.device) / half
+    freqs = torch.exp(-math.log(max_period) * exponents)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm evaluated in float32 and cast back to the input dtype (stable under fp16/bf16)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+
+
+def normalization(channels: int) -> GroupNorm32:
+    """The standard affine normaliser: float32 GroupNorm with ``min(32, channels)`` groups."""
+    return GroupNorm32(min(32, channels), channels)
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero every parameter of ``module`` in place and return it (for residual branches that start as identity)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
