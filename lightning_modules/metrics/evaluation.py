@@ -1,0 +1,172 @@
+"""``EvaluationMetrics``: the metrics of one evaluation run, for a LightningModule's test/validation loop.
+
+It is a plain object, not an ``nn.Module``: assigned with ``object.__setattr__`` (or kept in a non-module
+container) it stays out of the module tree, so Inception/LPIPS/segmenter weights never reach checkpoints, DDP
+wrapping or "-true" precision casts. Typical use::
+
+    def on_test_start(self):
+        object.__setattr__(self, "metrics", EvaluationMetrics.from_config(self.evaluation, self.device))
+
+    def test_step(self, batch, batch_idx):
+        fake = self.sample(batch)                          # [-1, 1]
+        self.metrics.update_fid(fake, real=batch["image"])  # real ignored once real statistics are known
+        self.metrics.update_miou(fake, batch["label"])
+
+    def on_test_epoch_end(self):
+        self.log_dict(self.metrics.compute())               # collective: every rank calls it
+        self.metrics.reset()
+
+All ``update_*`` methods take images in [-1, 1], round them to uint8 like PNG files, and run with autocast off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from lightning_modules.metrics.config import EvaluationConfig, LPIPSConfig
+from lightning_modules.metrics.fid import build_fid
+from lightning_modules.metrics.fid_stats import load_real_stats, real_stats_key, real_stats_path, save_real_stats
+from lightning_modules.metrics.lpips import build_lpips, lpips_diversity, stargan_v2_inputs
+from lightning_modules.metrics.protocols import resize_uint8, to_uint8, uint8_to_signed, uint8_to_unit
+from lightning_modules.metrics.ssim import cropped_ssim
+
+
+class EvaluationMetrics:
+    """FID, LPIPS, SSIM and mIoU with their networks, built from an :class:`EvaluationConfig`.
+
+    Args:
+        config: Which metrics, which protocol, where the weights are.
+        device: Where metric states and networks live (the LightningModule's device).
+    """
+
+    def __init__(self, config: EvaluationConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.description: dict[str, object] = {}
+        self.fid = self.lpips_model = self.lpips = self.ssim = self.segmenter = self.miou = None
+        self._real_stats_ready = False
+        if config.fid is not None:
+            self._build_fid()
+        if config.lpips is not None:
+            self.lpips_model = build_lpips(config.lpips.net, config.weights_dir, config.offline).to(self.device)
+            self.lpips = MeanMetric().to(self.device)
+            self.description["lpips"] = {"mode": config.lpips.mode, "net": config.lpips.net}
+        if config.ssim is not None:
+            self.ssim = MeanMetric().to(self.device)
+            self.description["ssim"] = {"window": config.ssim.window, "resolution": config.ssim.resolution}
+        if config.miou is not None:
+            # Imported here: the segmenter module itself imports this package (for weight resolution).
+            from lightning_modules.segmenter import load_segmenter
+
+            self.segmenter = load_segmenter(config.miou.segmenter).to(self.device)
+            hparams = self.segmenter.hparams
+            self.miou = MulticlassJaccardIndex(hparams.num_classes, ignore_index=hparams.ignore_index,
+                                               average="macro", validate_args=False).to(self.device)
+            self.description["miou"] = {"segmenter": config.miou.segmenter, "num_classes": hparams.num_classes}
+
+    @classmethod
+    def from_config(cls, config: EvaluationConfig | Mapping, device: torch.device | str = "cpu") -> EvaluationMetrics:
+        """Build from a config dataclass or a plain mapping (YAML block)."""
+        if isinstance(config, Mapping):
+            config = EvaluationConfig.from_dict(dict(config))
+        return cls(config, device)
+
+    def _build_fid(self) -> None:
+        cfg = self.config.fid
+        fid, extractor = build_fid(cfg.extractor, cfg.antialias, self.config.weights_dir, self.config.offline,
+                                     cfg.features)
+        self.fid = fid.to(self.device)
+        self._real_stats_key = real_stats_key(cfg.dataset, cfg.split, cfg.resolution, cfg.resize, extractor)
+        self._real_stats_path = None if cfg.stats_dir is None else real_stats_path(cfg.stats_dir,
+                                                                                  self._real_stats_key)
+        if self._real_stats_path is not None:
+            self._real_stats_ready = load_real_stats(self.fid, self._real_stats_path, self._real_stats_key)
+        self.description["fid"] = {**self._real_stats_key, "real_stats_cached": self._real_stats_ready}
+
+    @property
+    def fid_needs_real(self) -> bool:
+        """Whether real images must still be fed (no cached statistics and none computed yet)."""
+        return self.fid is not None and not self._real_stats_ready
+
+    def update_fid(self, fake: Tensor, real: Tensor | None = None) -> None:
+        """Add generated images, and real ones while their statistics are not known yet.
+
+        Args:
+            fake: ``(N, 3, H, W)`` generated images in [-1, 1].
+            real: Real images in [-1, 1] (SDM: the validation images; PIDM: the training set).
+        """
+        cfg = self.config.fid
+        with torch.autocast(self.device.type, enabled=False):
+            self.fid.update(resize_uint8(to_uint8(fake), cfg.resolution, cfg.resize), real=False)
+            if real is not None and self.fid_needs_real:
+                self.fid.update(resize_uint8(to_uint8(real), cfg.resolution, cfg.resize), real=True)
+
+    def update_lpips(self, fake: Tensor, target: Tensor) -> None:
+        """Reconstruction LPIPS of generated images against their ground truth (both in [-1, 1])."""
+        self._check_lpips_mode("reconstruction")
+        size = self.config.lpips.resolution
+        with torch.autocast(self.device.type, enabled=False):
+            fake, target = (uint8_to_signed(resize_uint8(to_uint8(x), size)) for x in (fake, target))
+            self.lpips.update(self.lpips_model(fake, target).flatten())
+
+    def update_lpips_diversity(self, samples: Tensor) -> None:
+        """Diversity LPIPS of ``(K, B, 3, H, W)`` samples (K per condition, in [-1, 1])."""
+        cfg = self._check_lpips_mode("diversity")
+        if samples.shape[0] != cfg.num_samples:
+            raise ValueError(f"LPIPS diversity expects lpips.num_samples={cfg.num_samples} samples per condition, "
+                             f"got {samples.shape[0]} (samples shaped (K, B, 3, H, W))")
+        with torch.autocast(self.device.type, enabled=False):
+            images = uint8_to_signed(resize_uint8(to_uint8(samples.flatten(0, 1)), cfg.resolution))
+            if cfg.stargan_v2_preprocess:
+                images = stargan_v2_inputs(images)
+            self.lpips.update(lpips_diversity(self.lpips_model, images.unflatten(0, samples.shape[:2])))
+
+    def _check_lpips_mode(self, mode: str) -> LPIPSConfig:
+        if self.config.lpips.mode != mode:
+            raise ValueError(f"LPIPS is configured for {self.config.lpips.mode!r} (evaluation.lpips.mode), "
+                             f"but a {mode!r} update was made")
+        return self.config.lpips
+
+    def update_ssim(self, fake: Tensor, target: Tensor) -> None:
+        """SSIM of generated images against their ground truth (both in [-1, 1]), per image, in float64."""
+        cfg = self.config.ssim
+        fake, target = (uint8_to_unit(resize_uint8(to_uint8(x), cfg.resolution), torch.float64)
+                        for x in (fake, target))
+        with torch.autocast(self.device.type, enabled=False):
+            self.ssim.update(cropped_ssim(fake, target, cfg.window))
+
+    @torch.no_grad()
+    def update_miou(self, fake: Tensor, label: Tensor) -> None:
+        """Segment generated images (in [-1, 1]) and compare with the input label maps ``(N, H, W)`` int64."""
+        with torch.autocast(self.device.type, enabled=False):
+            logits = self.segmenter(uint8_to_signed(to_uint8(fake)))
+            self.miou.update(logits.argmax(dim=1), label)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Every enabled metric, synced across ranks (a collective: call on every rank).
+
+        The first FID computation also writes the real statistics to the cache (when ``stats_dir`` is set) and
+        keeps them for later epochs of the same run.
+        """
+        results = {}
+        if self.fid is not None:
+            results["fid"] = self.fid.compute()
+            if not self._real_stats_ready and self._real_stats_path is not None:
+                save_real_stats(self.fid, self._real_stats_path, self._real_stats_key)
+            self._real_stats_ready = True
+        for name in ("lpips", "ssim", "miou"):
+            metric: Metric | None = getattr(self, name)
+            if metric is not None:
+                results[name] = metric.compute()
+        return results
+
+    def reset(self) -> None:
+        """Clear generated-image states; FID real statistics stay."""
+        for metric in (self.fid, self.lpips, self.ssim, self.miou):
+            if metric is not None:
+                metric.reset()
