@@ -1,0 +1,106 @@
+"""Validation sample grids for TensorBoard, with PNG copies in the run directory."""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from lightning_modules.base import SamplingOptions
+
+
+def _take(batch: Mapping[str, Any], count: int) -> dict[str, Any]:
+    return {key: value[:count] for key, value in batch.items()}
+
+
+class SampleGridLogger(Callback):
+    """Samples the first validation batch and logs one grid row per example, rank zero only.
+
+    The columns come from ``pl_module.image_log_columns(batch, generated)`` (SDM: colourised label | instance
+    edges | generated | real). The grid is logged to every TensorBoard logger under
+    ``val/samples_<sampler><steps>_s<guidance>`` and saved as ``<log_dir>/images/val/<tag>_gs-<step>.png``.
+
+    It runs in ``on_validation_batch_end`` of batch 0: every callback's ``on_validation_epoch_start`` (where
+    ``EMAWeightAveraging`` swaps the EMA weights in) has run by then and ``on_validation_epoch_end`` (where it swaps
+    them back) has not, so the samples always show the EMA weights, whatever the callback order. The first batch
+    of the (unshuffled) validation loader and a fixed seed make the grid comparable across steps. Sampling uses
+    ``pl_module.net`` directly (no DDP wrapper) and no collective, so other ranks simply move on.
+
+    Args:
+        num_examples: Rows of the grid (taken from the first validation batch).
+        sampler: Sampler name (``ddpm``, ``ddim``, ``dpmpp_2m``).
+        steps: Sampling steps.
+        guidance_scale: Guidance scale (1: unguided).
+        eta: DDIM eta.
+        seed: Seed of the sampling noise.
+        every_n_validations: Log at every n-th validation run (sanity checks excluded).
+        save_png: Also write the grid as PNG under the run directory.
+    """
+
+    def __init__(
+        self,
+        num_examples: int = 8,
+        sampler: str = "ddim",
+        steps: int = 50,
+        guidance_scale: float = 1.0,
+        eta: float = 0.0,
+        seed: int = 0,
+        every_n_validations: int = 1,
+        save_png: bool = True,
+    ) -> None:
+        if num_examples < 1 or every_n_validations < 1:
+            raise ValueError("num_examples and every_n_validations must be >= 1")
+        self.num_examples = num_examples
+        self.options = SamplingOptions(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta)
+        self.seed = seed
+        self.every_n_validations = every_n_validations
+        self.save_png = save_png
+        self._validations = 0
+
+    @property
+    def tag(self) -> str:
+        """TensorBoard tag; it encodes the sampler so that sweeps do not collide."""
+        return f"val/samples_{self.options.sampler}{self.options.steps}_s{float(self.options.guidance_scale)!r}"
+
+    def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if not trainer.sanity_checking:
+            self._validations += 1
+
+    def on_validation_batch_end(
+        self,
+        trainer: "pl.Trainer",
+        pl_module: "pl.LightningModule",
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        due = (self._validations - 1) % self.every_n_validations == 0
+        if trainer.sanity_checking or batch_idx != 0 or dataloader_idx != 0 or not due or not trainer.is_global_zero:
+            return
+        grid = self.sample_grid(pl_module, batch)
+        self._write(trainer, grid)
+
+    def sample_grid(self, pl_module: "pl.LightningModule", batch: Mapping[str, Any]) -> Tensor:
+        """The (3, H', W') grid in [0, 1] for the first ``num_examples`` examples of ``batch``."""
+        examples = _take(batch, self.num_examples)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        generated = pl_module.generate_batch(examples, options=self.options, generator=generator)
+        columns = pl_module.image_log_columns(examples, generated)
+        rows = torch.stack(columns, dim=1).flatten(0, 1)  # (B * columns, 3, H, W), one row per example
+        return make_grid(rows.float().cpu(), nrow=len(columns), normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+    def _write(self, trainer: "pl.Trainer", grid: Tensor) -> None:
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(self.tag, grid, step)
+        if self.save_png:
+            folder = Path(trainer.log_dir or trainer.default_root_dir) / "images" / "val"
+            folder.mkdir(parents=True, exist_ok=True)
+            save_image(grid, folder / f"{self.tag.split('/', 1)[1]}_gs-{step:06d}.png")

@@ -1,0 +1,225 @@
+"""Generate images for your own label maps with a trained (or imported) SDM checkpoint.
+
+PIDM checkpoints take ``--source IMG --poses DIR`` or ``--edit appearance|interpolate ...`` instead of
+``--labels`` (see ``experiments/predict_pidm.py``).
+
+    python -m experiments.predict --ckpt_path runs/sdm_shapes/version_0/checkpoints/last.ckpt \
+        --labels my_labels/ [--instances my_instances/] --out generated/ \
+        [--sampler ddim --steps 50 --guidance_scale 1.5 --num_samples 1 --seed 0 --batch_size 8]
+
+Label PNGs hold the **raw ids as stored in the dataset's annotation files** (e.g. ADE20K/shapes: 1..K with 0 =
+"other"); the dataset's own remap turns them into class ids. The dataset is read from the ``data`` section of the
+run's ``config.yaml`` (found next to the checkpoint's ``checkpoints/`` folder, or given with ``--data_config``);
+without one (e.g. an imported official checkpoint) the PNG values must already be class ids
+``0..num_classes-1``. Instance maps (same file names) are needed when the model uses instance edges.
+Outputs are ``<out>/<label stem>_s<k>.png`` for sample k; existing files are never overwritten without
+``--overwrite``. Noise is seeded per batch from ``--seed`` and the batch index.
+"""
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+import lightning_modules.sdm  # noqa: F401  (registers the class a checkpoint may name)
+from datamodules.semantic_files import read_index_map
+from experiments.predict_pidm import add_pidm_arguments, predict_pidm, wants_pidm
+from lightning_modules.base import DiffusionLitModule, SamplingOptions
+from lightning_modules.pidm import PIDMLitModule
+
+LabelRemap = Callable[[np.ndarray], np.ndarray]
+
+
+class LabelMapFolder(Dataset):
+    """Label maps (and optional instance maps with the same file names), each served ``num_samples`` times.
+
+    Args:
+        labels: Label PNG files, in output order.
+        instance_dir: Folder with the matching instance maps, or ``None``.
+        num_classes: Valid class ids are ``0..num_classes-1`` after ``remap``.
+        remap: The dataset's raw-id to class-id mapping, or ``None`` when files hold class ids.
+        num_samples: Samples generated per label map.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[Path],
+        instance_dir: Path | None,
+        num_classes: int,
+        remap: LabelRemap | None,
+        num_samples: int,
+    ) -> None:
+        if not labels:
+            raise ValueError("no label maps given")
+        self.labels = list(labels)
+        self.instance_dir = instance_dir
+        self.num_classes = num_classes
+        self.remap = remap
+        self.num_samples = num_samples
+        self.size = read_index_map(self.labels[0]).shape
+
+    def __len__(self) -> int:
+        return len(self.labels) * self.num_samples
+
+    def _read(self, path: Path) -> np.ndarray:
+        values = read_index_map(path)
+        if values.shape != self.size:
+            raise ValueError(f"{path} has size {values.shape}, but {self.labels[0]} has {self.size}; "
+                             "all maps of one run must share a size")
+        return values
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.labels[index // self.num_samples]
+        label = self._read(path)
+        if self.remap is not None:
+            label = self.remap(label)
+        if label.min() < 0 or label.max() >= self.num_classes:
+            raise ValueError(f"label map {path} has class ids outside 0..{self.num_classes - 1} after remapping")
+        item = {"label": torch.from_numpy(label), "stem": path.stem, "sample_index": index % self.num_samples}
+        if self.instance_dir is not None:
+            instance_path = self.instance_dir / path.name
+            if not instance_path.is_file():
+                raise FileNotFoundError(f"no instance map {instance_path} for label map {path}")
+            item["instance"] = torch.from_numpy(self._read(instance_path))
+        return item
+
+
+def output_name(stem: str, sample_index: int) -> str:
+    """File name of sample ``sample_index`` generated for the label map ``stem``."""
+    return f"{stem}_s{sample_index}.png"
+
+
+class PNGWriter(BasePredictionWriter):
+    """Writes each predicted batch (B, 3, H, W) in [-1, 1] as ``<out>/<stem>_s<k>.png``."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.out_dir = out_dir
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        images = prediction.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for image, stem, sample_index in zip(images, batch["stem"], batch["sample_index"].tolist()):
+            path = self.out_dir / output_name(stem, sample_index)
+            if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"could not write {path}")
+
+
+class DenoisingProgressBar(Callback):
+    """A progress bar over all denoising steps of the predict run (rank zero only)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.bar: tqdm | None = None
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: DiffusionLitModule) -> None:
+        total = self.steps * sum(trainer.num_predict_batches)
+        self.bar = tqdm(total=total, desc="denoising steps", disable=not trainer.is_global_zero)
+        pl_module.sampling_callback = self._advance
+
+    def _advance(self, step: Any) -> None:
+        self.bar.update(1)  # returns None: the sampler keeps its state
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: DiffusionLitModule) -> None:
+        pl_module.sampling_callback = None
+        self.bar.close()
+
+
+def load_label_remap(config_path: Path) -> LabelRemap | None:
+    """The label remap of the DataModule in the ``data`` section of a run config (``None`` if it has none)."""
+    config = yaml.safe_load(config_path.read_text())
+    if not isinstance(config, dict) or "data" not in config:
+        raise ValueError(f"{config_path} has no 'data' section")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(pl.LightningDataModule, "data")
+    datamodule = parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
+    spec = getattr(datamodule, "spec", None)
+    return getattr(spec, "remap", None)
+
+
+def load_model(ckpt_path: Path) -> DiffusionLitModule:
+    """Rebuild the LightningModule a checkpoint names (written by ``experiments.fit`` or ``import_official``)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if "_class_path" not in checkpoint.get("hyper_parameters", {}):
+        raise ValueError(f"{ckpt_path} does not name its model class; use a checkpoint written by "
+                         "experiments.fit or experiments.import_official")
+    model = pl.LightningModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    if not isinstance(model, DiffusionLitModule):
+        raise TypeError(f"{ckpt_path} holds a {type(model).__name__}, not a diffusion model")
+    return model
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint (EMA weights are its state_dict)")
+    parser.add_argument("--labels", type=Path, help="SDM: folder of label-map PNGs (raw dataset ids)")
+    parser.add_argument("--instances", type=Path, help="folder of instance-map PNGs named like the labels")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--data_config", type=Path, help="run config whose data section defines the label remap")
+    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpmpp_2m")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps")
+    parser.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance (1: none)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    parser.add_argument("--num_samples", type=int, default=1, help="samples per label map")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_pidm_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    """Run prediction; returns the written files."""
+    args = parse_args(argv)
+    if args.num_samples < 1 or args.batch_size < 1 or args.steps < 1:
+        raise SystemExit("--num_samples, --batch_size and --steps must be positive")
+    if wants_pidm(args):
+        model = load_model(args.ckpt_path)
+        if not isinstance(model, PIDMLitModule):
+            raise SystemExit(f"--source/--edit are PIDM options, but {args.ckpt_path} holds a {type(model).__name__}")
+        return predict_pidm(model, args)
+    if args.labels is None:
+        raise SystemExit("--labels is required (or --source/--edit for a PIDM checkpoint)")
+    labels = sorted(args.labels.glob("*.png"))
+    if not labels:
+        raise SystemExit(f"no .png label maps in {args.labels}")
+    outputs = [args.out / output_name(p.stem, k) for p in labels for k in range(args.num_samples)]
+    existing = [p for p in outputs if p.exists()]
+    if existing and not args.overwrite:
+        raise SystemExit(f"{len(existing)} outputs exist already (e.g. {existing[0]}); pass --overwrite to replace")
+    data_config = args.data_config or args.ckpt_path.resolve().parent.parent / "config.yaml"
+    if args.data_config is not None and not data_config.is_file():
+        raise SystemExit(f"--data_config {data_config} does not exist")
+    remap = load_label_remap(data_config) if data_config.is_file() else None
+    model = load_model(args.ckpt_path)
+    model.sampling = SamplingOptions(args.sampler, args.steps, args.guidance_scale, args.eta, args.seed)
+    instance_dir = args.instances if getattr(model, "instance_edges", False) else None
+    if getattr(model, "instance_edges", False) and args.instances is None:
+        raise SystemExit("this model uses instance edges: pass --instances DIR")
+    dataset = LabelMapFolder(labels, instance_dir, model.num_classes, remap, args.num_samples)
+    args.out.mkdir(parents=True, exist_ok=True)
+    trainer = pl.Trainer(
+        accelerator=args.accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[PNGWriter(args.out), DenoisingProgressBar(args.steps)],
+    )
+    trainer.predict(model, dataloaders=DataLoader(dataset, batch_size=args.batch_size), return_predictions=False)
+    return outputs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""CFGFineTune drops conditions from its start step at its rate; SampleGridLogger logs the per-example grid."""
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader
+
+from callbacks.cfg_finetune import CFGFineTune
+from callbacks.image_logger import SampleGridLogger
+from lightning_modules.sdm import SDMLitModule
+
+TINY_NET = dict(
+    image_size=8, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+    num_head_channels=8, spade_hidden_channels=8, num_timesteps=50,
+)  # fmt: skip
+
+
+def batches(count: int, batch_size: int) -> list[dict]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        {
+            "image": torch.rand(batch_size, 3, 8, 8, generator=generator) * 2 - 1,
+            "label": torch.randint(0, 3, (batch_size, 8, 8), generator=generator),
+        }
+        for _ in range(count)
+    ]
+
+
+def trainer(**kwargs) -> pl.Trainer:
+    options = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                   enable_checkpointing=False)
+    return pl.Trainer(**{**options, **kwargs})
+
+
+def test_cfg_finetune_drops_whole_conditions_at_the_rate_from_its_start_step():
+    pl.seed_everything(0)
+    module = SDMLitModule(num_classes=3, lr=1e-4, warmup_steps=100, **TINY_NET)
+    dropped_per_step: list[torch.Tensor] = []
+
+    def record(net, args):  # forward pre-hook: args = (x, t, y)
+        dropped_per_step.append(args[2].flatten(1).eq(0).all(1))
+
+    module.net.register_forward_pre_hook(lambda net, args, kwargs: record(net, (*args, kwargs["y"])), with_kwargs=True)
+    fit_trainer = trainer(max_steps=8, callbacks=[CFGFineTune(drop_prob=0.25, start_step=2, lr=3e-4)])
+    fit_trainer.fit(module, DataLoader(batches(8, 48), batch_size=None))
+    assert not torch.cat(dropped_per_step[:2]).any()
+    rate = torch.cat(dropped_per_step[2:]).float().mean().item()  # 288 samples: std ≈ 0.026
+    assert abs(rate - 0.25) < 0.08
+    # The new lr replaced the base of the running warm-up.
+    scheduler = fit_trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.base_lrs == [3e-4]
+    assert fit_trainer.optimizers[0].param_groups[0]["lr"] < 3e-4
+
+
+def test_sample_grid_has_one_row_per_example_and_is_logged_with_a_sampler_tag(tmp_path):
+    module = SDMLitModule(num_classes=3, instance_edges=True, **TINY_NET)
+    data = batches(2, 4)
+    for batch in data:
+        batch["instance"] = batch["label"].clone()
+    logger_callback = SampleGridLogger(num_examples=3, sampler="ddim", steps=4, guidance_scale=1.5)
+    grid = logger_callback.sample_grid(module.eval(), data[0])
+    # 3 rows (examples) x 4 columns (label | edges | generated | real) of 8 px with 2 px padding.
+    assert grid.shape == (3, 3 * 10 + 2, 4 * 10 + 2) and 0 <= grid.min() and grid.max() <= 1
+
+    logger = TensorBoardLogger(tmp_path, name="run")
+    fit_trainer = trainer(max_steps=2, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
+                          logger=logger, callbacks=[logger_callback])
+    fit_trainer.fit(module.train(), DataLoader(data, batch_size=None), DataLoader(data, batch_size=None))
+    assert [p.name for p in (tmp_path / "run" / "version_0" / "images" / "val").iterdir()] == [
+        "samples_ddim4_s1.5_gs-000002.png"
+    ]
+    events = EventAccumulator(str(tmp_path / "run" / "version_0")).Reload()
+    assert events.Tags()["images"] == ["val/samples_ddim4_s1.5"]

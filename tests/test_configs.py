@@ -1,0 +1,53 @@
+"""Every shipped SDM config instantiates and runs a fast_dev_run at tiny size.
+
+To cover a new config family, add its glob to CONFIG_GROUPS with the overrides that make a temporary data root
+usable (for a real dataset: a tiny fixture tree). A config without ``model.class_path`` is an overlay: it is
+layered on the config named by its file-name prefix (``shapes_cfg_finetune.yaml`` on ``shapes.yaml``).
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.fit import main as fit
+
+REPO = Path(__file__).parents[1]
+TINY = REPO / "configs" / "debug" / "tiny_sdm.yaml"
+SHAPES_DATA = ["--data.init_args.num_train=4", "--data.init_args.num_val=2", "--data.init_args.num_test=2"]
+CONFIG_GROUPS: dict[str, list[str]] = {"configs/sdm/shapes*.yaml": SHAPES_DATA}
+CASES = [(path, extra) for pattern, extra in CONFIG_GROUPS.items() for path in sorted(REPO.glob(pattern))]
+
+
+def config_stack(path: Path) -> list[Path]:
+    """The config files that make ``path`` runnable, base first."""
+    config = yaml.safe_load(path.read_text())
+    if "class_path" in config.get("model", {}):
+        return [path]
+    base = path.with_name(path.stem.split("_")[0] + path.suffix)
+    if base == path or not base.is_file():
+        raise ValueError(f"{path} is an overlay (no model.class_path) but its base {base} does not exist")
+    return [*config_stack(base), path]
+
+
+def tiny_args(stack: list[Path], tmp_path: Path, extra: list[str]) -> list[str]:
+    args = [arg for path in [*stack, TINY] for arg in ("--config", str(path))]
+    return [*args, f"--data.init_args.root={tmp_path / 'data'}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}", *extra]
+
+
+def test_config_families_are_found():
+    assert {path.name for path, _ in CASES} >= {"shapes.yaml", "shapes_cfg_finetune.yaml"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path, extra", CASES, ids=[path.name for path, _ in CASES])
+def test_config_runs_fast_dev_run_at_tiny_size(path, extra, tmp_path):
+    stack = config_stack(path)
+    options = list(extra)
+    if any("init_from" in yaml.safe_load(p.read_text()).get("model", {}).get("init_args", {}) for p in stack):
+        # Fine-tuning configs start from a checkpoint: make one with their base config.
+        fit([*tiny_args(stack[:1], tmp_path / "pretrain", extra), "--trainer.max_steps=1"])
+        pretrained = next((tmp_path / "pretrain").glob("*/version_0/checkpoints/last.ckpt"))
+        options.append(f"--model.init_args.init_from={pretrained}")
+    fit([*tiny_args(stack, tmp_path, options), "--trainer.fast_dev_run=2"])
