@@ -1,0 +1,331 @@
+"""PIDM: pose-guided person image synthesis with texture diffusion (Bhunia et al. 2023) as a LightningModule."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor
+
+from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplingOptions, StepCallback
+from lightning_modules.diffusion import Guidance, disentangled, nested, style_only
+from lightning_modules.evaluation_io import TestOutputDir, named_noise, pair_name
+from lightning_modules.metrics import EvaluationMetrics
+from lightning_modules.nets.pidm_unet import PIDMUNet
+
+DropoutMode = Literal["independent", "joint", "style_only"]
+GuidanceForm = Literal["disentangled", "style_only", "nested"]
+OFFICIAL_POSE_CHANNELS = 20  # RGB skeleton + 17 limb distance maps; anything else is drawn as a max-projection
+
+
+def condition_keep_masks(
+    batch_size: int, drop_prob: float, mode: DropoutMode, device: torch.device, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Per-sample float masks (keep_pose, keep_style), each (B,), for condition-dropout training.
+
+    With η = ``drop_prob`` the (pose, style) combinations are trained at these rates:
+
+    ============ ========== ========== ========== =========
+    mode         (p, s)     (p, ∅)     (∅, s)     (∅, ∅)
+    ============ ========== ========== ========== =========
+    independent  (1 − η)²   η(1 − η)   η(1 − η)   η²
+    joint        1 − η      0          0          η
+    style_only   1 − η      η          0          0
+    ============ ========== ========== ========== =========
+
+    ``independent`` trains every variant of the disentangled guidance; ``style_only`` is the official PIDM code
+    (only the official style-only guidance is then trained), ``joint`` is plain classifier-free dropout.
+    """
+    if not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"condition drop probability must lie in [0, 1], got {drop_prob}")
+    if mode not in get_args(DropoutMode):
+        raise ValueError(f"unknown condition dropout mode {mode!r}; choose one of {get_args(DropoutMode)}")
+    draws = torch.rand(batch_size, 2, generator=generator, device=device)
+    keep = draws >= drop_prob
+    if mode == "joint":
+        keep = keep[:, :1].expand(-1, 2)
+    elif mode == "style_only":
+        keep = torch.stack([torch.ones_like(keep[:, 0]), keep[:, 1]], dim=1)
+    keep = keep.float()
+    return keep[:, 0], keep[:, 1]
+
+
+def _per_sample(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def pose_preview(pose: Tensor) -> Tensor:
+    """A (B, 3, H, W) picture in [-1, 1] of poses (B, P, H, W) in [0, 1].
+
+    The official 20-channel encoding starts with the RGB skeleton, which is shown as is; other encodings (Gaussian
+    heatmaps) are shown as the maximum over their channels, in grey.
+    """
+    if pose.shape[1] == OFFICIAL_POSE_CHANNELS:
+        picture = pose[:, :3]
+    else:
+        picture = pose.amax(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    return picture * 2 - 1
+
+
+class PIDMLitModule(DiffusionLitModule):
+    """PIDM's noise predictor and texture encoder trained with the hybrid loss and pose/style condition dropout.
+
+    The noisy target is concatenated with the target pose; the source image goes through the texture encoder. The
+    null pose is the all-zero pose tensor, the null style the texture features of the all-zero image (official
+    H_E(0)). ``pose_channels`` normally comes from the DataModule through the CLI link (``experiments/cli.py``).
+
+    Sampling guidance (each form runs all its variants in one batched network call per step; the texture
+    features of the batch and of the null image are computed once per batch and reused across steps):
+
+    - ``disentangled`` (paper): ε(∅,∅) + w_pose·(ε(p,∅) − ε(∅,∅)) + w_style·(ε(∅,s) − ε(∅,∅));
+    - ``style_only`` (official code): ε(p,∅) + scale·(ε(p,s) − ε(p,∅));
+    - ``nested`` (DreamPose): ε(∅,∅) + w_style·(ε(∅,s) − ε(∅,∅)) + w_pose·(ε(p,s) − ε(∅,s)).
+
+    Args:
+        pose_channels: Channels of the pose tensor (20 official, 18 heatmaps).
+        image_size: Nominal training resolution (places the texture diffusion blocks).
+        image_channels: Image channels.
+        model_channels: UNet base width.
+        channel_mult: Width multiplier per resolution level.
+        num_res_blocks: Residual blocks per encoder level.
+        attention_resolutions: Feature resolutions with texture diffusion blocks (plus the middle block).
+        embed_channels: Width of the timestep embedding.
+        dropout: Dropout inside residual blocks.
+        num_heads: Heads of the texture cross-attention (official: 1).
+        gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        condition_drop_prob: η, the condition-dropout probability (see :func:`condition_keep_masks`).
+        condition_dropout: ``independent`` (pose and style each dropped with η), ``joint`` (both together) or
+            ``style_only`` (official: the style only).
+        guidance: Sampling guidance form: ``disentangled``, ``style_only`` or ``nested``.
+        w_pose: Pose weight of the ``disentangled`` and ``nested`` forms.
+        w_style: Style weight of the ``disentangled`` and ``nested`` forms.
+        scale: Style scale of the ``style_only`` form (1: unguided).
+        **kwargs: Diffusion, optimizer, sampling and initialisation options of
+            :class:`~lightning_modules.base.DiffusionLitModule` (its ``guidance_scale`` is replaced by the
+            arguments above and must stay 1).
+    """
+
+    def __init__(
+        self,
+        pose_channels: int = 20,
+        image_size: int = 256,
+        image_channels: int = 3,
+        model_channels: int = 128,
+        channel_mult: Sequence[int] = (1, 1, 2, 2, 4, 4),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (32, 16, 8),
+        embed_channels: int = 512,
+        dropout: float = 0.0,
+        num_heads: int = 1,
+        gradient_checkpointing: bool = False,
+        condition_drop_prob: float = 0.1,
+        condition_dropout: DropoutMode = "independent",
+        guidance: GuidanceForm = "disentangled",
+        w_pose: float = 2.0,
+        w_style: float = 2.0,
+        scale: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        if pose_channels is None or pose_channels < 1:
+            raise ValueError(
+                f"PIDMLitModule needs pose_channels >= 1, got {pose_channels}; it is linked from the DataModule's "
+                "pose_channels (or set model.init_args.pose_channels)"
+            )
+        if kwargs.get("guidance_scale", 1.0) != 1.0 or kwargs.get("test_guidance_scale") not in (None, 1.0):
+            raise ValueError("PIDMLitModule takes its guidance from guidance/w_pose/w_style/scale, not "
+                             "guidance_scale or test_guidance_scale")
+        if condition_dropout not in get_args(DropoutMode):
+            raise ValueError(
+                f"unknown condition_dropout {condition_dropout!r}; choose one of {get_args(DropoutMode)}"
+            )
+        net = PIDMUNet(
+            pose_channels=pose_channels,
+            image_channels=image_channels,
+            model_channels=model_channels,
+            channel_mult=tuple(channel_mult),
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=tuple(attention_resolutions),
+            image_size=image_size,
+            embed_channels=embed_channels,
+            dropout=dropout,
+            learn_sigma=kwargs.get("variance", "learned_range") == "learned_range",
+            num_heads=num_heads,
+            gradient_checkpointing=gradient_checkpointing,
+        )
+        super().__init__(net, **kwargs)
+        self.save_hyperparameters(ignore=list(TEST_OPTIONS))
+        self.image_channels = image_channels
+        self.pose_channels = pose_channels
+        self.condition_drop_prob = condition_drop_prob
+        self.condition_dropout = condition_dropout
+        self.guidance_rule(guidance, w_pose, w_style, scale)  # validate the form early
+        self.guidance = guidance
+        self.w_pose = w_pose
+        self.w_style = w_style
+        self.scale = scale
+
+    # --- training -----------------------------------------------------------------------------------------------
+
+    def training_inputs(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        target, pose, source = batch["target"], batch["target_pose"], batch["source"]
+        if self.training and self.condition_drop_prob > 0:
+            keep_pose, keep_style = condition_keep_masks(
+                target.shape[0], self.condition_drop_prob, self.condition_dropout, target.device
+            )
+            pose = pose * _per_sample(keep_pose, pose)
+            source = source * _per_sample(keep_style, source)  # the encoder then sees the null (all-zero) image
+        return target, {"pose": pose, "source": source}
+
+    # --- sampling -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def guidance_rule(form: str, w_pose: float, w_style: float, scale: float) -> Guidance:
+        """The :class:`Guidance` of a form (see the class docstring) with its weights."""
+        if form == "disentangled":
+            return disentangled(w_pose, w_style)
+        if form == "style_only":
+            return style_only(scale)
+        if form == "nested":
+            return nested(w_style, w_pose)
+        raise ValueError(f"unknown guidance {form!r}; choose one of {get_args(GuidanceForm)}")
+
+    def null_texture(self, batch_size: int, like: Tensor) -> list[Tensor]:
+        """Texture features of the all-zero image (the null style), encoded once and expanded to ``batch_size``."""
+        features = self.net.encode(torch.zeros_like(like[:1]))
+        return [f.expand(batch_size, *f.shape[1:]) for f in features]
+
+    def guidance_variants(
+        self, guidance: Guidance, pose: Tensor, texture: Sequence[Tensor], null_texture: Sequence[Tensor] | None
+    ) -> dict[str, dict[str, Any]]:
+        """Network keyword arguments of every variant ``guidance`` evaluates (``null_texture`` may be None if none
+        of them needs the null style)."""
+        null_pose = torch.zeros_like(pose)
+        conditions = {
+            "full": (pose, texture),
+            "pose": (pose, null_texture),
+            "style": (null_pose, texture),
+            "image": (null_pose, texture),
+            "none": (null_pose, null_texture),
+        }
+        variants = {}
+        for name in guidance.active_variants:
+            variant_pose, variant_texture = conditions[name]
+            if variant_texture is None:
+                raise ValueError(f"guidance variant {name!r} needs the null texture")
+            variants[name] = {"pose": variant_pose, "texture": list(variant_texture)}
+        return variants
+
+    @staticmethod
+    def needs_null_style(guidance: Guidance) -> bool:
+        """Whether any evaluated variant of ``guidance`` uses the null style."""
+        return any(name in ("pose", "none") for name in guidance.active_variants)
+
+    def conditioned_denoiser_inputs(self, source: Tensor, pose: Tensor, guidance: Guidance) -> dict[str, dict[str, Any]]:
+        """The guidance variants for sources (B, C, H, W) and poses (B, P, H, W); each image is encoded once."""
+        null = self.null_texture(pose.shape[0], source) if self.needs_null_style(guidance) else None
+        return self.guidance_variants(guidance, pose, self.net.encode(source), null)
+
+    def resolve_guidance(
+        self,
+        guidance: str | None = None,
+        w_pose: float | None = None,
+        w_style: float | None = None,
+        scale: float | None = None,
+    ) -> Guidance:
+        """The module's guidance rule, with any given argument replacing the configured one."""
+        return self.guidance_rule(
+            self.guidance if guidance is None else guidance,
+            self.w_pose if w_pose is None else w_pose,
+            self.w_style if w_style is None else w_style,
+            self.scale if scale is None else scale,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        source: Tensor,
+        pose: Tensor,
+        *,
+        options: SamplingOptions | None = None,
+        guidance: Guidance | None = None,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+        x_T: Tensor | None = None,
+    ) -> Tensor:
+        """Images (B, C, H, W) in [-1, 1] of the sources' persons in the given poses.
+
+        Args:
+            source: Source images (B, C, H, W) in [-1, 1].
+            pose: Target poses (B, P, H, W).
+            options: Sampler, steps and eta (default: the module's sampling options).
+            guidance: Guidance rule (default: :meth:`resolve_guidance`).
+            generator: Random generator on this module's device.
+            callback: Called after every denoising step (may return a replacement state).
+            x_T: Initial noise (default: drawn from ``generator``).
+        """
+        options = self.sampling if options is None else options
+        guidance = self.resolve_guidance() if guidance is None else guidance
+        source, pose = source.to(self.device), pose.to(self.device)
+        variants = self.conditioned_denoiser_inputs(source, pose, guidance)
+        shape = (source.shape[0], self.image_channels, *pose.shape[2:])
+        return self.sample(
+            variants, guidance, shape, options=options, generator=generator, callback=callback, x_T=x_T
+        ).clamp(-1, 1)
+
+    def generate_batch(
+        self,
+        batch: Mapping[str, Any],
+        *,
+        options: SamplingOptions,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> Tensor:
+        """Sample ``batch["source"]`` in ``batch["target_pose"]`` with the module's guidance (see the class doc)."""
+        if options.guidance_scale != 1.0:
+            raise ValueError(
+                "PIDM guidance is set by the model's guidance/w_pose/w_style/scale; sampling options must keep "
+                f"guidance_scale=1 (got {options.guidance_scale})"
+            )
+        return self.generate(
+            batch["source"], batch["target_pose"], options=options, generator=generator, callback=callback
+        )
+
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        fid = None if self.evaluation is None else self.evaluation.fid
+        if fid is not None and fid.split != "test" and self.test_metrics.fid_needs_real:
+            raise FileNotFoundError(
+                f"evaluation.fid: no cached real statistics for split {fid.split!r} in {fid.stats_dir}; the test "
+                "loop only streams the test targets. Put that split's statistics file there (see "
+                "docs/evaluation.md) or compare with the test targets: --model.init_args.evaluation.fid.split=test"
+            )
+
+    def evaluate_test_batch(self, batch: Mapping[str, Any], metrics: EvaluationMetrics, outputs: TestOutputDir) -> None:
+        """FID, reconstruction LPIPS and SSIM against the targets; PNGs ``generated/``, ``real/`` (target),
+        ``source/`` and ``pose/`` (target pose preview), named ``<source>_to_<target>``."""
+        if metrics.miou is not None or (metrics.lpips is not None and metrics.config.lpips.mode != "reconstruction"):
+            raise ValueError("PIDM evaluation takes evaluation.fid, evaluation.lpips with mode: reconstruction and "
+                             "evaluation.ssim; set evaluation.miou to null and lpips.mode to reconstruction")
+        names = [pair_name(source, target) for source, target in zip(batch["source_path"], batch["target_path"],
+                                                                     strict=True)]
+        target = batch["target"]
+        x_T = named_noise(names, (self.image_channels, *target.shape[-2:]), self.test_sampling.seed,
+                          device=self.device)
+        fake = self.generate(batch["source"], batch["target_pose"], options=self.test_sampling, x_T=x_T)
+        if metrics.fid is not None:
+            metrics.update_fid(fake, real=target)  # real is used only while the test targets are the reference
+        if metrics.lpips is not None:
+            metrics.update_lpips(fake, target)
+        if metrics.ssim is not None:
+            metrics.update_ssim(fake, target)
+        outputs.save_images("generated", names, fake)
+        outputs.save_images("real", names, target)
+        outputs.save_images("source", names, batch["source"])
+        outputs.save_images("pose", names, pose_preview(batch["target_pose"]))
+
+    def image_log_columns(self, batch: Mapping[str, Any], generated: Tensor) -> list[Tensor]:
+        """Source | target pose (RGB skeleton or heatmap maximum) | generated | target (when the batch has one)."""
+        device = generated.device
+        columns = [batch["source"].to(device), pose_preview(batch["target_pose"].to(device)), generated]
+        if "target" in batch:
+            columns.append(batch["target"].to(device))
+        return columns
