@@ -5,6 +5,11 @@ arguments (:meth:`DiffusionLitModule.training_inputs`), how a batch is sampled (
 columns an image grid shows (:meth:`image_log_columns`). The diffusion math itself lives in
 ``lightning_modules.diffusion``.
 
+The test loop (``python -m experiments.test``) samples the test split with ``test_*`` sampling options, scores it
+with an :class:`~lightning_modules.metrics.EvaluationMetrics` built from the ``evaluation`` block and writes PNGs
+plus ``metrics.json`` under ``<log_dir>/test/`` (:mod:`lightning_modules.evaluation_io`); a subclass says how one
+batch is sampled, scored and saved (:meth:`evaluate_test_batch`).
+
 EMA is not handled here: Lightning's ``EMAWeightAveraging`` callback (in the configs) swaps the averaged weights in
 for validation, stores them as the checkpoint's ``state_dict`` (raw weights under ``current_model_state``) and
 copies them into the model when training ends, so test and predict runs loading a checkpoint sample with EMA
@@ -20,7 +25,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
 from lightning_modules.diffusion import (
     SAMPLERS,
@@ -34,10 +39,15 @@ from lightning_modules.diffusion import (
     guided_denoiser,
     training_losses,
 )
+from lightning_modules.evaluation_loop import EvaluationTestLoop
+from lightning_modules.metrics import EvaluationConfig
 
 NUM_QUARTILES = 4
 TimestepSamplerName = Literal["uniform", "loss-second-moment"]
 StepCallback = Callable[[SamplerStep], Tensor | None]
+# Init arguments of the test command only: kept out of the checkpoint's hyperparameters, so LightningCLI's
+# `--ckpt_path` (which re-applies those over the config) never replaces the test config or command line.
+TEST_OPTIONS = ("evaluation", "test_sampler", "test_steps", "test_guidance_scale", "test_seed")
 
 
 @dataclass
@@ -71,7 +81,7 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
-class DiffusionLitModule(pl.LightningModule, ABC):
+class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
     """Hybrid-loss training, timestep sampling, AdamW with warm-up and respaced guided sampling for a denoiser.
 
     Args:
@@ -97,6 +107,14 @@ class DiffusionLitModule(pl.LightningModule, ABC):
         init_weights: Which weights of ``init_from`` to load: ``"ema"`` (the checkpoint's ``state_dict``, i.e. the
             EMA weights when it was trained with EMAWeightAveraging) or ``"raw"`` (its ``current_model_state``).
             The EMA callback of the new run starts its average from whichever is loaded.
+        evaluation: The test command's metrics protocol (``fid``, ``lpips``, ``ssim``, ``miou``, ``weights_dir``,
+            ``offline``; a plain mapping is accepted too; see docs/evaluation.md). None: the test command only
+            reports the fixed-noise losses.
+        test_sampler: Sampler of the test command (default: ``sampler``).
+        test_steps: Sampling steps of the test command (default: ``sampling_steps``).
+        test_guidance_scale: Guidance scale of the test command (default: ``guidance_scale``).
+        test_seed: Seed of the test samples' initial noise, drawn per sample from its file name, so the images do
+            not depend on batch size or the number of processes.
     """
 
     def __init__(
@@ -119,12 +137,18 @@ class DiffusionLitModule(pl.LightningModule, ABC):
         eta: float = 0.0,
         init_from: str | None = None,
         init_weights: Literal["ema", "raw"] = "ema",
+        evaluation: EvaluationConfig | None = None,
+        test_sampler: str | None = None,
+        test_steps: int | None = None,
+        test_guidance_scale: float | None = None,
+        test_seed: int = 0,
     ) -> None:
         super().__init__()
         if variance not in VARIANCES:
             raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        for name, value in (("sampler", sampler), ("test_sampler", test_sampler or sampler)):
+            if value not in SAMPLERS:
+                raise ValueError(f"{name} must be one of {sorted(SAMPLERS)}, got {value!r}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.net = net
@@ -136,6 +160,17 @@ class DiffusionLitModule(pl.LightningModule, ABC):
         self.warmup_steps = warmup_steps
         self.clip_x0 = clip_x0
         self.sampling = SamplingOptions(sampler, sampling_steps, guidance_scale, eta)
+        self.test_sampling = SamplingOptions(
+            test_sampler or sampler,
+            sampling_steps if test_steps is None else test_steps,
+            guidance_scale if test_guidance_scale is None else test_guidance_scale,
+            eta,
+            test_seed,
+        )
+        if isinstance(evaluation, Mapping):
+            evaluation = EvaluationConfig.from_dict(dict(evaluation))
+        self.evaluation = evaluation
+        self.test_num_samples = SumMetric()
         # Set by callbacks/predict: called after every denoising step of predict_step (e.g. a progress bar).
         self.sampling_callback: StepCallback | None = None
         self.quartile_losses = nn.ModuleList(MeanMetric() for _ in range(NUM_QUARTILES))
@@ -243,8 +278,12 @@ class DiffusionLitModule(pl.LightningModule, ABC):
             self.log(f"val/{name}", values.mean(), sync_dist=True, batch_size=values.shape[0], prog_bar=name == "loss")
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        for name, values in self._fixed_noise_losses(batch, batch_idx).items():
+        losses = self._fixed_noise_losses(batch, batch_idx)
+        for name, values in losses.items():
             self.log(f"test/{name}", values.mean(), sync_dist=True, batch_size=values.shape[0])
+        self.test_num_samples.update(float(losses["loss"].shape[0]))
+        if self.evaluation is not None:
+            self.evaluate_test_batch(batch, self.test_metrics, self.test_outputs)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), **self.optimizer_options)

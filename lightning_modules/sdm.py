@@ -4,12 +4,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from datamodules.palettes import bit_interleaved_palette
-from lightning_modules.base import DiffusionLitModule, SamplingOptions, StepCallback
+from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplingOptions, StepCallback
 from lightning_modules.conditioning import drop_conditions, instance_edges, semantic_condition
 from lightning_modules.diffusion import classifier_free
+from lightning_modules.evaluation_io import TestOutputDir, named_noise, sample_name
+from lightning_modules.evaluation_loop import segmenter_hint
+from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.nets.sdm_unet import SDMUNet
 
 
@@ -85,7 +89,7 @@ class SDMLitModule(DiffusionLitModule):
             gradient_checkpointing=gradient_checkpointing,
         )
         super().__init__(net, **kwargs)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(TEST_OPTIONS))
         self.num_classes = num_classes
         self.instance_edges = bool(instance_edges)
         self.image_channels = image_channels
@@ -118,8 +122,11 @@ class SDMLitModule(DiffusionLitModule):
         eta: float | None = None,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
+        x_T: Tensor | None = None,
     ) -> Tensor:
         """Generate images (B, C, H, W) in [-1, 1] for class-id maps (B, H, W); unset options use the defaults.
+
+        ``x_T`` is the initial noise (default: drawn from ``generator``).
 
         Guidance ε_null + s·(ε_cond − ε_null) is active for ``guidance_scale > 1``; the null condition is the
         all-zero tensor (official SDM) and both variants run in one batched network call per step.
@@ -141,6 +148,7 @@ class SDMLitModule(DiffusionLitModule):
             options=options,
             generator=generator,
             callback=callback,
+            x_T=x_T,
         ).clamp(-1, 1)
 
     def generate_batch(
@@ -161,6 +169,43 @@ class SDMLitModule(DiffusionLitModule):
             generator=generator,
             callback=callback,
         )
+
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        if self.evaluation is not None and self.evaluation.miou is None:
+            rank_zero_warn(f"mIoU skipped: evaluation.miou is not set. {segmenter_hint(self.evaluation)}")
+
+    def evaluate_test_batch(self, batch: Mapping[str, Any], metrics: EvaluationMetrics, outputs: TestOutputDir) -> None:
+        """FID, LPIPS diversity and mIoU of the batch; PNGs ``generated/``, ``real/`` and ``label/`` (class ids).
+
+        With LPIPS diversity, ``lpips.num_samples`` images are sampled per label map (saved as ``<name>_s<k>.png``);
+        FID and mIoU score the first of them, so they do not depend on the number of diversity samples.
+        """
+        options = self.test_sampling
+        names = [sample_name(path) for path in batch["path"]]
+        label, instance = batch["label"], batch.get("instance")
+        diversity = metrics.lpips is not None and metrics.config.lpips.mode == "diversity"
+        if metrics.ssim is not None or (metrics.lpips is not None and not diversity):
+            raise ValueError("SDM evaluation takes evaluation.fid, evaluation.lpips with mode: diversity and "
+                             "evaluation.miou; set evaluation.ssim to null and lpips.mode to diversity")
+        count = metrics.config.lpips.num_samples if diversity else 1
+        shape = (self.image_channels, *label.shape[-2:])
+        samples = torch.stack([
+            self.generate(label, instance, sampler=options.sampler, steps=options.steps,
+                          guidance_scale=options.guidance_scale, eta=options.eta,
+                          x_T=named_noise(names, shape, options.seed, index, self.device))
+            for index in range(count)
+        ])  # fmt: skip
+        if metrics.fid is not None:
+            metrics.update_fid(samples[0], real=batch["image"])
+        if diversity:
+            metrics.update_lpips_diversity(samples)
+        if metrics.miou is not None:
+            metrics.update_miou(samples[0], label.to(self.device))
+        for index, images in enumerate(samples):
+            outputs.save_images("generated", [f"{name}_s{index}" for name in names] if diversity else names, images)
+        outputs.save_images("real", names, batch["image"])
+        outputs.save_label_maps("label", names, label)
 
     def image_log_columns(self, batch: Mapping[str, Any], generated: Tensor) -> list[Tensor]:
         """Colourised label | instance edges (when used) | generated | real image (when the batch has one)."""
