@@ -15,7 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Sampler
 
 from datamodules.keypoints import (
     flip_keypoints,
@@ -25,6 +25,8 @@ from datamodules.keypoints import (
     transform_keypoints,
 )
 from datamodules.pose_rendering import POSE_CHANNELS, PoseEncoding, render_pose
+from datamodules.robust import BadSamplePolicy, GuardedDataset, resumable_train_loader
+from datamodules.sampling import evaluation_sampler
 
 Split = Literal["train", "test"]
 
@@ -122,8 +124,11 @@ def read_patn_pairs(annotation_file: Path, pair_file: Path, image_dir: Path) -> 
     return samples
 
 
-class PersonPairDataset(Dataset):
+class PersonPairDataset(GuardedDataset):
     """Source/target person pairs rendered into the batch format of the person DataModules.
+
+    Every random choice of a fetch (source, flip, scale and crop) is drawn from a generator seeded with the sample's
+    seed (see :class:`datamodules.robust.GuardedDataset`), so augmentations are reproducible whatever the workers.
 
     Args:
         samples: pair lines to draw from.
@@ -135,6 +140,7 @@ class PersonPairDataset(Dataset):
         both_directions: in training, let each line yield source->target and target->source samples.
         scale_augmentation: upper bound of the random up-scale ``s ~ U(0, scale_augmentation)`` before cropping back.
         flip_prob: probability of one horizontal flip applied jointly to both images and both poses.
+        on_bad_sample: ``"stop"`` or ``"skip"`` on an unreadable image or pose file.
     """
 
     def __init__(
@@ -147,7 +153,9 @@ class PersonPairDataset(Dataset):
         both_directions: bool,
         scale_augmentation: float,
         flip_prob: float,
+        on_bad_sample: BadSamplePolicy = "stop",
     ) -> None:
+        super().__init__(on_bad_sample)
         self.samples = samples
         self.image_size = image_size
         self.pose_encoding = pose_encoding
@@ -160,18 +168,23 @@ class PersonPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples) * self.directions
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+    def describe(self, index: int) -> str:
+        sample = self.samples[index // self.directions]
+        return f"target {sample.target.image_path} with sources {[str(s.image_path) for s in sample.sources]}"
+
+    def load(self, index: int, seed: int | None) -> dict[str, torch.Tensor | str]:
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
         sample = self.samples[index // self.directions]
         if self.train:
-            source = sample.sources[int(torch.randint(len(sample.sources), ()))]
+            source = sample.sources[int(torch.randint(len(sample.sources), (), generator=generator))]
         else:
             source = sample.sources[0]
         target = sample.target
         if index % self.directions == 1:
             source, target = target, source
-        flip = self.flip_prob > 0 and float(torch.rand(())) < self.flip_prob
-        source_image, source_pose = self._load(source, flip)
-        target_image, target_pose = self._load(target, flip)
+        flip = self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob
+        source_image, source_pose = self._load(source, flip, generator)
+        target_image, target_pose = self._load(target, flip, generator)
         return {
             "source": source_image,
             "target": target_image,
@@ -181,23 +194,25 @@ class PersonPairDataset(Dataset):
             "target_path": target.name,
         }
 
-    def _random_geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    def _random_geometry(self, generator: torch.Generator | None) -> tuple[tuple[int, int], tuple[int, int]]:
         """The official up-scale-and-crop parameters: ``(scale_H, scale_W)`` and crop ``(x, y)``."""
         height, width = self.image_size
-        scale = float(torch.rand(())) * self.scale_augmentation
+        scale = float(torch.rand((), generator=generator)) * self.scale_augmentation
         scale_height, scale_width = int(height * (1.0 + scale)), int(width * (1.0 + scale))
-        crop_x = int(torch.randint(scale_width - width + 1, ()))
-        crop_y = int(torch.randint(scale_height - height + 1, ()))
+        crop_x = int(torch.randint(scale_width - width + 1, (), generator=generator))
+        crop_y = int(torch.randint(scale_height - height + 1, (), generator=generator))
         return (scale_height, scale_width), (crop_x, crop_y)
 
-    def _load(self, posed: PosedImage, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _load(
+        self, posed: PosedImage, flip: bool, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = self.image_size
         image = read_rgb(posed.image_path)
         native_size = image.shape[:2]
         if native_size != self.image_size:
             # PIL's antialiased bicubic, as the official data preparation and evaluation GT use.
             image = np.array(Image.fromarray(image).resize((width, height), Image.BICUBIC))
-        scale_size, crop = self._random_geometry() if self.scale_augmentation > 0 else (None, (0, 0))
+        scale_size, crop = self._random_geometry(generator) if self.scale_augmentation > 0 else (None, (0, 0))
         keypoints = posed.keypoints(native_size, self.image_size, scale_size, crop)
         if scale_size is not None:
             image = album_geometric.resize(image, scale_size, cv2.INTER_CUBIC)
@@ -226,6 +241,8 @@ class PersonPairDataModule(pl.LightningDataModule, ABC):
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory.
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
+        on_bad_sample: on an unreadable image or pose file, ``"stop"`` with an error naming it, or ``"skip"`` the
+            pair with a warning naming it and serve the next pair instead.
     """
 
     #: Native width / height of the dataset's photos, used with ``keep_aspect``.
@@ -245,6 +262,7 @@ class PersonPairDataModule(pl.LightningDataModule, ABC):
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = False,
+        on_bad_sample: BadSamplePolicy = "stop",
     ) -> None:
         super().__init__()
         if pose_encoding not in POSE_CHANNELS:
@@ -261,6 +279,7 @@ class PersonPairDataModule(pl.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.on_bad_sample = on_bad_sample
         self.datasets: dict[Split, PersonPairDataset] = {}
 
     @property
@@ -289,24 +308,31 @@ class PersonPairDataModule(pl.LightningDataModule, ABC):
             both_directions=self.both_directions,
             scale_augmentation=self.scale_augmentation,
             flip_prob=self.flip_prob,
+            on_bad_sample=self.on_bad_sample,
         )
 
-    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
+    def _loader(self, split: Split, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return resumable_train_loader(
+            self.datasets["train"],
+            self.trainer,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", sampler=evaluation_sampler(self.datasets["test"]))

@@ -19,9 +19,11 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from datamodules.palettes import bit_interleaved_palette
+from datamodules.robust import BadSamplePolicy, GuardedDataset, resumable_train_loader
+from datamodules.sampling import evaluation_sampler
 from datamodules.semantic_files import SemanticSample, read_index_map, read_rgb
 
 LabelRemap = Callable[[np.ndarray], np.ndarray]
@@ -100,16 +102,27 @@ def build_transform(
     return A.Compose(steps)
 
 
-class SemanticImageDataset(Dataset):
+class SemanticImageDataset(GuardedDataset):
     """Reads, validates and augments (image, label[, instance]) samples.
+
+    Each fetch re-seeds the pipeline with the sample's seed (see :class:`datamodules.robust.GuardedDataset`), so
+    augmentations are reproducible whatever the worker layout.
 
     Args:
         samples: file triples, in the order they are served.
         spec: label semantics (remap, number of classes, instance source).
         transform: albumentations pipeline applied jointly to the image and masks.
+        on_bad_sample: ``"stop"`` or ``"skip"`` on an unreadable or invalid sample.
     """
 
-    def __init__(self, samples: list[SemanticSample], spec: LabelSpec, transform: A.Compose) -> None:
+    def __init__(
+        self,
+        samples: list[SemanticSample],
+        spec: LabelSpec,
+        transform: A.Compose,
+        on_bad_sample: BadSamplePolicy = "stop",
+    ) -> None:
+        super().__init__(on_bad_sample)
         self.samples = samples
         self.spec = spec
         self.transform = transform
@@ -149,13 +162,17 @@ class SemanticImageDataset(Dataset):
             )
         return instance
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+    def describe(self, index: int) -> str:
+        return f"image {self.samples[index].image}"
+
+    def load(self, index: int, seed: int | None) -> dict[str, torch.Tensor | str]:
         sample = self.samples[index]
         image = read_rgb(sample.image)
         label = self._read_label(sample, image.shape)
         instance = self._read_instance(sample, label)
         # int32 masks: cv2 resizes them losslessly (nearest) and they hold 16-bit instance ids.
         masks = [label.astype(np.int32)] + ([instance.astype(np.int32)] if instance is not None else [])
+        self.transform.set_random_seed(int(torch.randint(2**62, ())) if seed is None else seed)
         out = self.transform(image=image, masks=masks)
         item: dict[str, torch.Tensor | str] = {
             "image": torch.from_numpy(out["image"]).permute(2, 0, 1).float().div(127.5).sub(1.0),
@@ -185,6 +202,8 @@ class SemanticDataModule(pl.LightningDataModule, abc.ABC):
             (squash to ``image_size``).
         flip: random horizontal flip (p = 0.5) during training, applied to image, label and instance alike.
         min_crop_fraction: smallest crop/short-side ratio of ``random_resized_crop`` (official 0.8).
+        on_bad_sample: on an unreadable or invalid sample, ``"stop"`` with an error naming it, or ``"skip"`` it
+            with a warning naming it and serve the next sample instead.
     """
 
     def __init__(
@@ -202,6 +221,7 @@ class SemanticDataModule(pl.LightningDataModule, abc.ABC):
         train_transform: TrainTransform = "random_resized_crop",
         flip: bool = True,
         min_crop_fraction: float = 0.8,
+        on_bad_sample: BadSamplePolicy = "stop",
     ) -> None:
         super().__init__()
         if not 0.0 < min_crop_fraction <= 1.0:
@@ -219,6 +239,7 @@ class SemanticDataModule(pl.LightningDataModule, abc.ABC):
         self.train_transform = train_transform
         self.flip = flip
         self.min_crop_fraction = min_crop_fraction
+        self.on_bad_sample = on_bad_sample
         self.datasets: dict[str, SemanticImageDataset] = {}
 
     @property
@@ -256,7 +277,7 @@ class SemanticDataModule(pl.LightningDataModule, abc.ABC):
             transform = build_transform(
                 self.image_size, role == "train", self.train_transform, self.flip, self.min_crop_fraction
             )
-            self.datasets[role] = SemanticImageDataset(samples, self.spec, transform)
+            self.datasets[role] = SemanticImageDataset(samples, self.spec, transform, self.on_bad_sample)
         return self.datasets[role]
 
     def setup(self, stage: str) -> None:
@@ -269,25 +290,31 @@ class SemanticDataModule(pl.LightningDataModule, abc.ABC):
                 f"samples, fewer than batch_size={self.batch_size} (the last incomplete batch is dropped)"
             )
 
-    def _loader(self, role: str, train: bool) -> DataLoader:
+    def _loader(self, role: str) -> DataLoader:
         return DataLoader(
             self._dataset(role),
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
+            sampler=evaluation_sampler(self._dataset(role)) if role == "test" else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return resumable_train_loader(
+            self._dataset("train"),
+            self.trainer,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._loader("test")

@@ -1,4 +1,5 @@
-"""Exact resume: a SIGKILLed SDM run restarted with ``--ckpt_path last`` repeats the uninterrupted run step for step."""
+"""Exact resume: a SIGKILLed SDM run restarted with ``--ckpt_path last`` repeats the uninterrupted run step for step,
+with random augmentations on, from a mid-epoch checkpoint and from one taken at an epoch's last batch."""
 
 import os
 import signal
@@ -17,8 +18,9 @@ from experiments.fit import main as fit_main
 from experiments.resume import resolve_last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH = 4
-MAX_STEPS = 12
+STEPS_PER_EPOCH = 3
+CHECKPOINT_EVERY = 2  # checkpoints at steps 2 and 4 fall mid-epoch, step 6 ends an epoch
+MAX_STEPS = 10
 
 RESUME_CONFIG = """\
 seed_everything: 0
@@ -38,7 +40,7 @@ trainer:
     - class_path: pytorch_lightning.callbacks.ModelCheckpoint
       init_args:
         save_last: true
-        every_n_train_steps: {steps_per_epoch}
+        every_n_train_steps: {checkpoint_every}
         save_top_k: -1
     - class_path: pytorch_lightning.callbacks.EMAWeightAveraging
       init_args:
@@ -58,8 +60,8 @@ data:
     num_val: 2
     num_test: 2
     batch_size: 2
-    train_transform: resize
-    flip: false
+    train_transform: random_resized_crop
+    flip: true
     num_workers: 0
     persistent_workers: false
 """
@@ -69,7 +71,12 @@ def _write_config(directory: Path, data_root: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "resume.yaml"
     path.write_text(
-        RESUME_CONFIG.format(steps_per_epoch=STEPS_PER_EPOCH, save_dir=directory / "runs", data_root=data_root)
+        RESUME_CONFIG.format(
+            steps_per_epoch=STEPS_PER_EPOCH,
+            checkpoint_every=CHECKPOINT_EVERY,
+            save_dir=directory / "runs",
+            data_root=data_root,
+        )
     )
     return path
 
@@ -91,7 +98,7 @@ def _losses(version_dir: Path) -> dict[int, float]:
 
 
 def _kill_after_first_checkpoint(config: Path, checkpoints: Path) -> None:
-    # A long run, SIGKILLed as soon as its first periodic checkpoint exists (it is then mid-way through epoch 2).
+    # A long run, SIGKILLed as soon as its first last.ckpt exists (written atomically), at step 2 or 4: mid-epoch.
     process = subprocess.Popen(
         [sys.executable, "-m", "experiments.fit", *_args(config, 1000)],
         cwd=REPO,
@@ -101,13 +108,12 @@ def _kill_after_first_checkpoint(config: Path, checkpoints: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 240
-        while not list(checkpoints.glob("epoch=*-step=*.ckpt")):
+        while not (checkpoints / "last.ckpt").is_file():
             if process.poll() is not None:
                 pytest.fail(f"training exited early:\n{process.stderr.read().decode()[-3000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("no checkpoint written within 240 s")
             time.sleep(0.05)
-        time.sleep(0.5)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -143,8 +149,12 @@ def test_sigkill_then_ckpt_path_last_repeats_the_uninterrupted_run(tmp_path):
     _kill_after_first_checkpoint(killed_config, killed_dir / "checkpoints")
     killed_last = killed_dir / "checkpoints/last.ckpt"
     killed_bytes = killed_last.read_bytes()
-    resumed_from = torch.load(killed_last, weights_only=True)["global_step"]
-    assert resumed_from % STEPS_PER_EPOCH == 0 and 0 < resumed_from < MAX_STEPS
+    killed_state = torch.load(killed_last, weights_only=True)
+    resumed_from = killed_state["global_step"]
+    assert resumed_from % STEPS_PER_EPOCH != 0 and 0 < resumed_from < MAX_STEPS
+    # The data loader's position (StatefulDataLoader: sampler epoch and samples handed out) is in the checkpoint.
+    (loader_state,) = killed_state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state["_index_sampler_state"] is not None or loader_state["_sampler_iter_state"] is not None
 
     fit_main(_args(killed_config, MAX_STEPS, "--ckpt_path=last"))
     resumed_dir = tmp_path / "killed/runs/sdm/version_1"
@@ -164,6 +174,13 @@ def test_sigkill_then_ckpt_path_last_repeats_the_uninterrupted_run(tmp_path):
     assert final_resumed["callbacks"][guard] == final_straight["callbacks"][guard] == {
         "skipped_steps": 0, "consecutive": 0
     }
+
+    # From the checkpoint at the last batch of epoch 1, training goes on with epoch 2 exactly as it did.
+    epoch_end = straight_dir / f"checkpoints/epoch=1-step={2 * STEPS_PER_EPOCH}.ckpt"
+    fit_main(_args(straight_config, MAX_STEPS, f"--ckpt_path={epoch_end}"))
+    from_epoch_end = _losses(tmp_path / "straight/runs/sdm/version_1")
+    assert sorted(from_epoch_end) == list(range(2 * STEPS_PER_EPOCH, MAX_STEPS))
+    assert from_epoch_end == {step: straight[step] for step in from_epoch_end}
 
 
 def test_last_resolves_across_versions_and_slurm_checkpoints(tmp_path):

@@ -8,6 +8,7 @@ import torch
 
 from datamodules.ade20k import ADE20KDataModule
 from datamodules.palettes import bit_interleaved_palette
+from datamodules.robust import ResumableSampler
 from trees import build_ade20k_tree, write_image, write_map
 
 ADE = "ADEChallengeData2016"
@@ -135,7 +136,7 @@ def test_loaders_shuffle_train_and_keep_eval_order(tmp_path: Path) -> None:
     train, val = module.train_dataloader(), module.val_dataloader()
     assert train.drop_last and len(train) == 1
     assert not val.drop_last and len(val) == 2
-    assert isinstance(train.sampler, torch.utils.data.RandomSampler)
+    assert isinstance(train.sampler, ResumableSampler) and train.sampler.shuffle
     assert isinstance(val.sampler, torch.utils.data.SequentialSampler)
     paths = [p for batch in val for p in batch["path"]]
     assert paths == sorted(paths)
