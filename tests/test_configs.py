@@ -1,10 +1,12 @@
 """Every shipped SDM config instantiates and runs a fast_dev_run at tiny size.
 
-To cover a new config family, add its glob to CONFIG_GROUPS with the overrides that make a temporary data root
-usable (for a real dataset: a tiny fixture tree). A config without ``model.class_path`` is an overlay: it is
-layered on the config named by its file-name prefix (``shapes_cfg_finetune.yaml`` on ``shapes.yaml``).
+To cover a new config family, add its glob to CONFIG_GROUPS with a builder of a tiny tree in the dataset's real
+layout (None for built-in data) and the overrides that make it usable. A config without ``model.class_path`` is an
+overlay: it is layered on the config it fine-tunes (``ade20k_cfg_finetune.yaml`` on ``ade20k.yaml``).
 """
 
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,26 @@ from experiments.fit import main as fit
 REPO = Path(__file__).parents[1]
 TINY = REPO / "configs" / "debug" / "tiny_sdm.yaml"
 SHAPES_DATA = ["--data.init_args.num_train=4", "--data.init_args.num_val=2", "--data.init_args.num_test=2"]
-CONFIG_GROUPS: dict[str, list[str]] = {"configs/sdm/shapes*.yaml": SHAPES_DATA}
-CASES = [(path, extra) for pattern, extra in CONFIG_GROUPS.items() for path in sorted(REPO.glob(pattern))]
+
+
+def _load_tree_builders():
+    # tests/ is not a package and torch-fidelity installs a top-level ``tests``: load the helper module by path.
+    spec = importlib.util.spec_from_file_location("semantic_trees", REPO / "tests" / "datamodules" / "trees.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TREES = _load_tree_builders()
+TreeBuilder = Callable[[Path], Path] | None
+CONFIG_GROUPS: dict[str, tuple[TreeBuilder, list[str]]] = {
+    "configs/sdm/shapes*.yaml": (None, SHAPES_DATA),
+    "configs/sdm/ade20k*.yaml": (TREES.build_ade20k_tree, []),
+    "configs/sdm/cityscapes*.yaml": (TREES.build_cityscapes_tree, []),
+    "configs/sdm/celebamask_hq*.yaml": (TREES.build_celebamask_hq_tree, []),
+    "configs/sdm/coco_stuff*.yaml": (TREES.build_coco_stuff_tree, []),
+}
+CASES = [(path, group) for pattern, group in CONFIG_GROUPS.items() for path in sorted(REPO.glob(pattern))]
 
 
 def config_stack(path: Path) -> list[Path]:
@@ -24,7 +44,7 @@ def config_stack(path: Path) -> list[Path]:
     config = yaml.safe_load(path.read_text())
     if "class_path" in config.get("model", {}):
         return [path]
-    base = path.with_name(path.stem.split("_")[0] + path.suffix)
+    base = path.with_name(path.stem.removesuffix("_cfg_finetune") + path.suffix)
     if base == path or not base.is_file():
         raise ValueError(f"{path} is an overlay (no model.class_path) but its base {base} does not exist")
     return [*config_stack(base), path]
@@ -37,12 +57,16 @@ def tiny_args(stack: list[Path], tmp_path: Path, extra: list[str]) -> list[str]:
 
 
 def test_config_families_are_found():
-    assert {path.name for path, _ in CASES} >= {"shapes.yaml", "shapes_cfg_finetune.yaml"}
+    shipped = {path.name for path in (REPO / "configs" / "sdm").glob("*.yaml")}
+    assert {path.name for path, _ in CASES} == shipped
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path, extra", CASES, ids=[path.name for path, _ in CASES])
-def test_config_runs_fast_dev_run_at_tiny_size(path, extra, tmp_path):
+@pytest.mark.parametrize("path, group", CASES, ids=[path.name for path, _ in CASES])
+def test_config_runs_fast_dev_run_at_tiny_size(path, group, tmp_path):
+    build_tree, extra = group
+    if build_tree is not None:
+        build_tree(tmp_path / "data")
     stack = config_stack(path)
     options = list(extra)
     if any("init_from" in yaml.safe_load(p.read_text()).get("model", {}).get("init_args", {}) for p in stack):
