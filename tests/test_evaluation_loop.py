@@ -64,6 +64,9 @@ def shapes_args(root: Path, *extra: str) -> list[str]:
         f"--data.init_args.root={root / 'shapes'}",
         "--data.init_args.num_train=4", "--data.init_args.num_val=2", f"--data.init_args.num_test={NUM_TEST}",
         f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+        # Deterministic sampler: only the initial noise is seeded per sample, so DDPM's per-step noise would depend
+        # on how samples are batched across processes.
+        "--model.init_args.test_sampler=ddim",
         *extra,
     ]  # fmt: skip
 
