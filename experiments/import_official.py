@@ -44,6 +44,18 @@ def _flag_true(flags: Mapping[str, Any], name: str, default: bool) -> bool:
     return value.lower() == "true" if isinstance(value, str) else bool(value)
 
 
+SHARED_NETWORK_ARGS = (
+    "image_size", "image_channels", "model_channels", "channel_mult", "num_res_blocks", "attention_resolutions",
+    "num_heads", "dropout",
+)  # fmt: skip
+
+
+def network_args(net: Mapping[str, Any], *extra: str) -> dict[str, Any]:
+    """The LightningModule arguments copied from a network's constructor arguments (sequences as lists for YAML)."""
+    return {name: list(net[name]) if isinstance(net[name], tuple) else net[name]
+            for name in (*SHARED_NETWORK_ARGS, *extra)}
+
+
 def sdm_module_hparams(flags: Mapping[str, Any]) -> dict[str, Any]:
     """:class:`SDMLitModule` arguments equivalent to official SDM flags."""
     net = sdm_hparams_from_flags(flags)
@@ -55,17 +67,7 @@ def sdm_module_hparams(flags: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "num_classes": net["label_channels"] - int(instance_edges),
         "instance_edges": instance_edges,
-        "image_size": net["image_size"],
-        "image_channels": net["image_channels"],
-        "model_channels": net["model_channels"],
-        "channel_mult": list(net["channel_mult"]),
-        "num_res_blocks": net["num_res_blocks"],
-        "attention_resolutions": list(net["attention_resolutions"]),
-        "num_heads": net["num_heads"],
-        "num_head_channels": net["num_head_channels"],
-        "num_heads_upsample": net["num_heads_upsample"],
-        "dropout": net["dropout"],
-        "resblock_updown": net["resblock_updown"],
+        **network_args(net, "num_head_channels", "num_heads_upsample", "resblock_updown"),
         "noise_schedule": str(flags.get("noise_schedule", "linear")),
         "num_timesteps": int(flags.get("diffusion_steps", 1000)),
         "variance": variance,
@@ -103,16 +105,7 @@ def pidm_module_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
     """:class:`PIDMLitModule` arguments equivalent to an official PIDM config, sampling as the official code."""
     net = pidm_hparams_from_config(config)
     return {
-        "pose_channels": net["pose_channels"],
-        "image_size": net["image_size"],
-        "image_channels": net["image_channels"],
-        "model_channels": net["model_channels"],
-        "channel_mult": list(net["channel_mult"]),
-        "num_res_blocks": net["num_res_blocks"],
-        "attention_resolutions": list(net["attention_resolutions"]),
-        "embed_channels": net["embed_channels"],
-        "dropout": net["dropout"],
-        "num_heads": net["num_heads"],
+        **network_args(net, "pose_channels", "embed_channels"),
         # Official PIDM: linear 1000-step schedule; without learned sigma, guided-diffusion's default fixed variance.
         "variance": "learned_range" if net["learn_sigma"] else "fixed_large",
         "condition_dropout": "style_only",
