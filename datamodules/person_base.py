@@ -15,7 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from datamodules.keypoints import (
     flip_keypoints,
@@ -25,7 +25,8 @@ from datamodules.keypoints import (
     transform_keypoints,
 )
 from datamodules.pose_rendering import POSE_CHANNELS, PoseEncoding, render_pose
-from datamodules.robust import BadSamplePolicy, GuardedDataset, resumable_train_loader
+from datamodules.loaders import DataLoaderSettings
+from datamodules.robust import BadSamplePolicy, GuardedDataset
 from datamodules.sampling import evaluation_sampler
 
 Split = Literal["train", "test"]
@@ -225,7 +226,7 @@ class PersonPairDataset(GuardedDataset):
         return tensor, pose
 
 
-class PersonPairDataModule(pl.LightningDataModule, ABC):
+class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
     """Base DataModule for pose-guided person datasets; subclasses only read their pair lists.
 
     Args:
@@ -275,10 +276,7 @@ class PersonPairDataModule(pl.LightningDataModule, ABC):
         self.both_directions = both_directions
         self.scale_augmentation = scale_augmentation
         self.flip_prob = flip_prob
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.init_loader_settings(batch_size, num_workers, pin_memory, persistent_workers)
         self.on_bad_sample = on_bad_sample
         self.datasets: dict[Split, PersonPairDataset] = {}
 
@@ -311,28 +309,11 @@ class PersonPairDataModule(pl.LightningDataModule, ABC):
             on_bad_sample=self.on_bad_sample,
         )
 
-    def _loader(self, split: Split, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return resumable_train_loader(
-            self.datasets["train"],
-            self.trainer,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
+        return self.training_loader(self.datasets["train"])
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.evaluation_loader(self.datasets["test"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", sampler=evaluation_sampler(self.datasets["test"]))
+        return self.evaluation_loader(self.datasets["test"], evaluation_sampler(self.datasets["test"]))

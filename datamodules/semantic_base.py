@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.palettes import bit_interleaved_palette
-from datamodules.robust import BadSamplePolicy, GuardedDataset, resumable_train_loader
+from datamodules.loaders import DataLoaderSettings
+from datamodules.robust import BadSamplePolicy, GuardedDataset
 from datamodules.sampling import evaluation_sampler
 from datamodules.semantic_files import SemanticSample, read_index_map, read_rgb
 
@@ -184,7 +185,7 @@ class SemanticImageDataset(GuardedDataset):
         return item
 
 
-class SemanticDataModule(pl.LightningDataModule, abc.ABC):
+class SemanticDataModule(DataLoaderSettings, pl.LightningDataModule, abc.ABC):
     """Base LightningDataModule for semantic-image datasets; subclasses list files and describe labels.
 
     Args:
@@ -232,10 +233,7 @@ class SemanticDataModule(pl.LightningDataModule, abc.ABC):
         self.spec = spec
         self.image_size = to_hw(image_size)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.init_loader_settings(batch_size, num_workers, pin_memory, persistent_workers)
         self.train_transform = train_transform
         self.flip = flip
         self.min_crop_fraction = min_crop_fraction
@@ -290,31 +288,14 @@ class SemanticDataModule(pl.LightningDataModule, abc.ABC):
                 f"samples, fewer than batch_size={self.batch_size} (the last incomplete batch is dropped)"
             )
 
-    def _loader(self, role: str) -> DataLoader:
-        return DataLoader(
-            self._dataset(role),
-            batch_size=self.batch_size,
-            sampler=evaluation_sampler(self._dataset(role)) if role == "test" else None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return resumable_train_loader(
-            self._dataset("train"),
-            self.trainer,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
+        return self.training_loader(self._dataset("train"))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self.evaluation_loader(self._dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.evaluation_loader(self._dataset("test"), evaluation_sampler(self._dataset("test")))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.test_dataloader()
