@@ -62,6 +62,16 @@ class CondiffCLI(LightningCLI):
         for source, target in DATA_TO_MODEL:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """Build the model from the config and command line alone, also when ``--ckpt_path`` is given.
+
+        LightningCLI would parse the checkpoint's hyperparameters *over* them: a test-time override such as
+        ``--model.init_args.guidance_scale 3`` would silently revert to the training value, and checkpoints whose
+        hyperparameters jsonargparse cannot re-parse (dict-valued arguments) would fail to load. Weights still load
+        strictly, so a config whose architecture differs from the checkpoint's fails naming the mismatched keys;
+        every run saves the config it was trained with as ``config.yaml`` next to its checkpoints.
+        """
+
     def before_fit(self) -> None:
         # "last" must find the previous process's last.ckpt, which lives in an earlier logger version directory.
         config = self.config_init[self.subcommand]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 import socket
+from typing import Any
 
 import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
@@ -106,10 +107,14 @@ class SegmenterLitModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         weights_dir: str | None = None,
         offline: bool = False,
-        model_kwargs: dict | None = None,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # LightningCLI also records data-to-model links this module does not take (`instance_edges` from a
+        # semantic DataModule); `experiments.test --ckpt_path` rebuilds the model from these hyperparameters.
+        for key in set(self.hparams) - set(inspect.signature(SegmenterLitModule).parameters):
+            del self.hparams[key]
         self.model = smp.create_model(arch, encoder_name, encoder_weights=None, classes=num_classes,
                                       **(model_kwargs or {}))
         if encoder_weights is not None:

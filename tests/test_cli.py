@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from experiments.cli import run_cli
 from experiments.fit import main as fit
 
 REPO = Path(__file__).parents[1]
@@ -54,3 +55,10 @@ def test_fit_writes_a_run_directory_and_resumes_from_last_ckpt(tmp_path):
     # A plain re-run gets its own version directory.
     fit(tiny_shapes_args(tmp_path, "--trainer.max_steps=1"))
     assert (run.parent / "version_1" / "config.yaml").is_file()
+
+    # The test command builds the model from the config and command line, not from the checkpoint's hparams.
+    cli = run_cli("test", [
+        *tiny_shapes_args(tmp_path, "--trainer.limit_test_batches=0", "--model.init_args.evaluation=null"),
+        "--model.init_args.guidance_scale=3.0", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+    ])  # fmt: skip
+    assert cli.model.hparams.guidance_scale == 3.0

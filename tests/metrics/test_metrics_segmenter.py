@@ -59,6 +59,20 @@ def test_trains_logs_and_round_trips_through_a_checkpoint(tmp_path):
     assert trainer.test(loaded, dataloaders=loader, verbose=False)[0]["test/miou"] >= 0.0
 
 
+@pytest.mark.slow
+def test_shapes_segmenter_fits_and_tests_from_its_checkpoint_with_the_cli(tmp_path):
+    data = ["--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train=4",
+            "--data.init_args.num_val=2", "--data.init_args.num_test=2", "--data.init_args.batch_size=2",
+            "--data.init_args.num_workers=0", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+    config = ["--config", str(CONFIGS / "shapes.yaml"), "--model.init_args.encoder_name=resnet18",
+              "--model.init_args.model_kwargs={encoder_depth: 3, decoder_channels: [16, 8, 4]}"]
+    run_cli("fit", [*config, *data, "--trainer.max_epochs=1"])
+    checkpoint = next((tmp_path / "runs").glob("segmenter_shapes/version_0/checkpoints/epoch=*.ckpt"))
+    assert "instance_edges" not in torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    cli = run_cli("test", [*config, *data, "--ckpt_path", str(checkpoint)])
+    assert 0.0 <= cli.trainer.callback_metrics["test/miou"].item() <= 1.0
+
+
 def test_load_segmenter_ignores_cli_extras_in_hyperparameters(tmp_path):
     model = SegmenterLitModule(num_classes=3, **TINY)
     hparams = {**model.hparams, "_class_path": "lightning_modules.segmenter.SegmenterLitModule",
