@@ -72,3 +72,23 @@ def test_sample_grid_has_one_row_per_example_and_is_logged_with_a_sampler_tag(tm
     ]
     events = EventAccumulator(str(tmp_path / "run" / "version_0")).Reload()
     assert events.Tags()["images"] == ["val/samples_ddim4_s1.5"]
+
+
+def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):
+    from pytorch_lightning.callbacks import EMAWeightAveraging
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from callbacks.last_step_checkpoint import LastStepCheckpoint
+
+    checkpoint = LastStepCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, save_last=True)
+    trainer = pl.Trainer(
+        max_steps=6, limit_train_batches=10, limit_val_batches=0, logger=False, enable_progress_bar=False,
+        callbacks=[checkpoint, EMAWeightAveraging(decay=0.5)],
+    )  # fmt: skip
+    trainer.fit(BoringModel())
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 6  # the periodic save was at step 4
+    assert sorted(path.name for path in tmp_path.glob("*.ckpt")) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+    # Raw and averaged weights are both saved as they were at step 6.
+    raw, average = last["current_model_state"]["layer.weight"], last["state_dict"]["layer.weight"]
+    assert not torch.equal(raw, average)
