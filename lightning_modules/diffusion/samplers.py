@@ -139,7 +139,9 @@ def dpmpp_2m(
 
     Uses the schedule's ᾱ (α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t)). The first step is first order
     (equal to DDIM), the following ones extrapolate x̂0 from the last two predictions, and the final step
-    returns x̂0 of step 0. Deterministic: ``eta`` must be 0 and ``generator`` is unused.
+    returns x̂0 of step 0. The update into index 0 is first order as well ("lower order final"): over an evenly
+    strided respacing its log-SNR step is several times the previous one, and the 2M extrapolation would then
+    overshoot (the global error stays second order). Deterministic: ``eta`` must be 0 and ``generator`` is unused.
     """
     _require_no_eta("dpmpp_2m", eta)
     alphas_cumprod = schedule.alphas_cumprod.tolist()
@@ -159,7 +161,7 @@ def dpmpp_2m(
             log_snr = 0.5 * math.log(alpha_bar / (1 - alpha_bar))
             h = 0.5 * math.log(alpha_bar_next / (1 - alpha_bar_next)) - log_snr
             data = pred_x0
-            if previous_x0 is not None:
+            if previous_x0 is not None and i > 1:
                 half_inverse_ratio = h / (2 * previous_h)  # 1 / (2r), r = h_previous / h
                 data = (1 + half_inverse_ratio) * pred_x0 - half_inverse_ratio * previous_x0
             sigma_ratio = math.sqrt((1 - alpha_bar_next) / (1 - alpha_bar))
