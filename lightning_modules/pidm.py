@@ -92,6 +92,8 @@ class PIDMLitModule(DiffusionLitModule):
         dropout: Dropout inside residual blocks.
         num_heads: Heads of the texture cross-attention (official: 1).
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups; 4
+            suits 32-channel networks, whose official grouping hides per-image mean colours).
         condition_drop_prob: η, the condition-dropout probability (see :func:`condition_keep_masks`).
         condition_dropout: ``independent`` (pose and style each dropped with η), ``joint`` (both together) or
             ``style_only`` (official: the style only).
@@ -117,6 +119,7 @@ class PIDMLitModule(DiffusionLitModule):
         dropout: float = 0.0,
         num_heads: int = 1,
         gradient_checkpointing: bool = False,
+        norm_channels_per_group: int | None = None,
         condition_drop_prob: float = 0.1,
         condition_dropout: DropoutMode = "independent",
         guidance: GuidanceForm = "disentangled",
@@ -150,6 +153,7 @@ class PIDMLitModule(DiffusionLitModule):
             learn_sigma=kwargs.get("variance", "learned_range") == "learned_range",
             num_heads=num_heads,
             gradient_checkpointing=gradient_checkpointing,
+            norm_channels_per_group=norm_channels_per_group,
         )
         super().__init__(net, **kwargs)
         self.save_hyperparameters(ignore=list(TEST_OPTIONS))

@@ -39,6 +39,8 @@ class SDMLitModule(DiffusionLitModule):
         resblock_updown: Resample inside residual blocks (official SDM).
         spade_hidden_channels: Hidden width of the SPADE modulation networks.
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups; 4
+            suits 32-channel networks, whose official grouping hides per-image mean colours).
         condition_drop_prob: Probability of zeroing a training sample's whole condition (classifier-free guidance
             training); usually set from a step on by ``callbacks.cfg_finetune.CFGFineTune``.
         **kwargs: Diffusion, optimizer, sampling and initialisation options of
@@ -62,6 +64,7 @@ class SDMLitModule(DiffusionLitModule):
         resblock_updown: bool = True,
         spade_hidden_channels: int = 128,
         gradient_checkpointing: bool = False,
+        norm_channels_per_group: int | None = None,
         condition_drop_prob: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -87,6 +90,7 @@ class SDMLitModule(DiffusionLitModule):
             resblock_updown=resblock_updown,
             spade_hidden_channels=spade_hidden_channels,
             gradient_checkpointing=gradient_checkpointing,
+            norm_channels_per_group=norm_channels_per_group,
         )
         super().__init__(net, **kwargs)
         self.save_hyperparameters(ignore=list(TEST_OPTIONS))

@@ -47,6 +47,27 @@ def normalization(channels: int) -> GroupNorm32:
     return GroupNorm32(min(32, channels), channels)
 
 
+def regroup_normalization(module: nn.Module, channels_per_group: int) -> None:
+    """Give every group normaliser inside ``module`` ``channels_per_group`` channels per group, in place.
+
+    The official networks normalise with ``min(32, C)`` groups, which at C = 32 normalises every channel on its
+    own: no layer can then pass a per-image mean colour to the output head, and the predicted noise misses its
+    mean (a colour cast that 1/√ᾱ amplifies). Small networks can keep a few channels per group instead. Group
+    normalisers are the modules with ``num_groups`` and ``num_channels`` (:class:`GroupNorm32`,
+    ``SPADEGroupNorm``); their parameters do not depend on the grouping, so weights stay interchangeable.
+    """
+    if channels_per_group < 1:
+        raise ValueError(f"channels_per_group must be at least 1, got {channels_per_group}")
+    for name, norm in module.named_modules():
+        if hasattr(norm, "num_groups") and hasattr(norm, "num_channels"):
+            if norm.num_channels % channels_per_group:
+                raise ValueError(
+                    f"{name}: {norm.num_channels} channels cannot form groups of {channels_per_group} "
+                    "(norm_channels_per_group must divide every width of the network)"
+                )
+            norm.num_groups = norm.num_channels // channels_per_group
+
+
 def zero_module(module: nn.Module) -> nn.Module:
     """Zero every parameter of ``module`` in place and return it (for residual branches that start as identity)."""
     for p in module.parameters():

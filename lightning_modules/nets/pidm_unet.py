@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import ResBlock
 from .cross_attention import TextureCrossAttention
-from .layers import normalization, timestep_embedding, zero_module
+from .layers import normalization, regroup_normalization, timestep_embedding, zero_module
 
 
 class EncoderBlockSpec(NamedTuple):
@@ -159,6 +159,8 @@ class PIDMUNet(nn.Module):
         learn_sigma: Predict the variance interpolant v too (output ``2 * image_channels`` channels).
         num_heads: Heads of every TDB (the official model uses 1).
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups, which
+            at 32 channels normalise each channel alone and hide per-image mean colours; 4 suits small networks).
     """
 
     def __init__(
@@ -175,6 +177,7 @@ class PIDMUNet(nn.Module):
         learn_sigma: bool = True,
         num_heads: int = 1,
         gradient_checkpointing: bool = False,
+        norm_channels_per_group: int | None = None,
     ) -> None:
         super().__init__()
         layout = encoder_layout(model_channels, channel_mult, num_res_blocks)
@@ -233,6 +236,8 @@ class PIDMUNet(nn.Module):
 
         out_channels = 2 * image_channels if learn_sigma else image_channels
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
+        if norm_channels_per_group is not None:
+            regroup_normalization(self, norm_channels_per_group)
 
         stages = [*self.encoder, self.middle, *self.decoder]
         # Only the encoder features some TDB reads are kept (and cached by samplers), in ascending block order.

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import SelfAttention2d
 from .blocks import ResBlock
-from .layers import normalization, timestep_embedding, zero_module
+from .layers import normalization, regroup_normalization, timestep_embedding, zero_module
 from .spade import SPADEResBlock
 
 
@@ -135,6 +135,8 @@ class SDMUNet(nn.Module):
             strided conv / nearest + conv.
         spade_hidden_channels: Hidden width of every SPADE modulation network.
         gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups, which
+            at 32 channels normalise each channel alone and hide per-image mean colours; 4 suits small networks).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class SDMUNet(nn.Module):
         resblock_updown: bool = True,
         spade_hidden_channels: int = 128,
         gradient_checkpointing: bool = False,
+        norm_channels_per_group: int | None = None,
     ) -> None:
         super().__init__()
         if not channel_mult:
@@ -221,6 +224,8 @@ class SDMUNet(nn.Module):
         self.out = nn.Sequential(
             normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
         )
+        if norm_channels_per_group is not None:
+            regroup_normalization(self, norm_channels_per_group)
 
     def _run(self, block: nn.Module, *args: Tensor) -> Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():

@@ -22,6 +22,7 @@ class SPADEGroupNorm(nn.Module):
 
     def __init__(self, channels: int, label_channels: int, hidden_channels: int = 128) -> None:
         super().__init__()
+        self.num_channels = channels
         self.num_groups = min(32, channels)
         self.label_conv = nn.Conv2d(label_channels, hidden_channels, 3, padding=1)
         self.gamma_conv = nn.Conv2d(hidden_channels, channels, 3, padding=1)

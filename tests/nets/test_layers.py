@@ -8,7 +8,13 @@ import torch.nn.functional as F
 
 from lightning_modules.nets.attention import SelfAttention2d
 from lightning_modules.nets.blocks import ResBlock
-from lightning_modules.nets.layers import GroupNorm32, normalization, timestep_embedding, zero_module
+from lightning_modules.nets.layers import (
+    GroupNorm32,
+    normalization,
+    regroup_normalization,
+    timestep_embedding,
+    zero_module,
+)
 from lightning_modules.nets.spade import SPADEGroupNorm, SPADEResBlock
 
 
@@ -135,3 +141,20 @@ def test_spade_resblock_applies_spade_then_timestep_modulation():
     out = block(x, emb, y)
     assert out.shape == (2, 4, 8, 8)
     torch.testing.assert_close(out, block.skip(up(x)) + h)
+
+
+def test_regrouped_normaliser_keeps_the_per_channel_means_that_single_channel_groups_remove():
+    norm = normalization(32)  # official grouping: 32 groups of one channel
+    x, offset = torch.randn(2, 32, 8, 8), torch.randn(1, 32, 1, 1)
+    torch.testing.assert_close(norm(x), norm(x + offset), atol=1e-4, rtol=0)
+    regroup_normalization(norm, 4)
+    assert norm.num_groups == 8
+    assert (norm(x) - norm(x + offset)).abs().max() > 0.1
+
+
+def test_regrouping_reaches_spade_and_rejects_widths_it_does_not_divide():
+    module = torch.nn.ModuleDict({"plain": normalization(64), "spade": SPADEGroupNorm(64, 3, 8)})
+    regroup_normalization(module, 8)
+    assert module["plain"].num_groups == module["spade"].num_groups == 8
+    with pytest.raises(ValueError, match="plain: 64 channels cannot form groups of 24"):
+        regroup_normalization(module, 24)

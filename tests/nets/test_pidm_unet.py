@@ -167,3 +167,11 @@ def test_bad_arguments_are_rejected():
         net(y_t[..., :10, :10], t, pose[..., :10, :10], source=source[..., :10, :10])
     with pytest.raises(ValueError, match=r"\[32\] match no level"):
         PIDMUNet(**{**SMALL, "attention_resolutions": (32, 8)})
+
+
+def test_norm_channels_per_group_reaches_the_texture_encoder_and_cross_attention():
+    net = PIDMUNet(**SMALL, norm_channels_per_group=4)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert all(m.num_channels == 4 * m.num_groups for m in norms)
+    assert any(m.num_channels == 4 * m.num_groups for m in net.texture_encoder.modules() if hasattr(m, "num_groups"))
+    PIDMUNet(**SMALL).load_state_dict(net.state_dict())

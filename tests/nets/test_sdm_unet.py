@@ -115,3 +115,11 @@ def test_attention_blocks_are_placed_by_image_size_factor():
     placed = [b.attn is not None for b in net.encoder]
     assert placed == [False, False, True, False, False]  # only at downsample factor 2
     assert sum(isinstance(m, SelfAttention2d) for m in net.decoder.modules()) == 2
+
+
+def test_norm_channels_per_group_regroups_every_normaliser_and_keeps_the_weights_interchangeable():
+    official, regrouped = SDMUNet(4, **SMALL), SDMUNet(4, norm_channels_per_group=4, **SMALL)
+    norms = [m for m in regrouped.modules() if isinstance(m, (torch.nn.GroupNorm, SPADEGroupNorm))]
+    assert norms and all(m.num_channels == 4 * m.num_groups for m in norms)
+    assert any(isinstance(m, SPADEGroupNorm) for m in norms)
+    regrouped.load_state_dict(official.state_dict())  # same parameters, strict
