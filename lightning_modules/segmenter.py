@@ -112,7 +112,7 @@ class SegmenterLitModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         # LightningCLI also records data-to-model links this module does not take (`instance_edges` from a
-        # semantic DataModule); `experiments.test --ckpt_path` rebuilds the model from these hyperparameters.
+        # semantic DataModule); keeping them would break `SegmenterLitModule.load_from_checkpoint`.
         for key in set(self.hparams) - set(inspect.signature(SegmenterLitModule).parameters):
             del self.hparams[key]
         self.model = smp.create_model(arch, encoder_name, encoder_weights=None, classes=num_classes,

@@ -173,5 +173,8 @@ def test_norm_channels_per_group_reaches_the_texture_encoder_and_cross_attention
     net = PIDMUNet(**SMALL, norm_channels_per_group=4)
     norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert all(m.num_channels == 4 * m.num_groups for m in norms)
-    assert any(m.num_channels == 4 * m.num_groups for m in net.texture_encoder.modules() if hasattr(m, "num_groups"))
+    encoder_norms = [m for m in net.texture_encoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    cross_attention_norms = [m.norm for m in net.modules() if isinstance(m, TextureCrossAttention)]
+    assert encoder_norms and cross_attention_norms
+    assert all(m.num_channels == 4 * m.num_groups for m in [*encoder_norms, *cross_attention_norms])
     PIDMUNet(**SMALL).load_state_dict(net.state_dict())
