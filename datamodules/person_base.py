@@ -6,7 +6,7 @@ import csv
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import albumentations.augmentations.crops.functional as album_crops
 import albumentations.augmentations.geometric.functional as album_geometric
@@ -295,19 +295,22 @@ class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
             if split not in self.datasets:
                 self.datasets[split] = self.make_dataset(split)
 
+    def dataset_options(self, split: Split) -> dict[str, Any]:
+        """Keyword arguments of :class:`PersonPairDataset` for one split, after its pair list."""
+        return {
+            "image_size": self.image_size,
+            "pose_encoding": self.pose_encoding,
+            "heatmap_sigma": self.heatmap_sigma,
+            "train": split == "train",
+            "both_directions": self.both_directions,
+            "scale_augmentation": self.scale_augmentation,
+            "flip_prob": self.flip_prob,
+            "on_bad_sample": self.on_bad_sample,
+        }
+
     def make_dataset(self, split: Split) -> PersonPairDataset:
         """Build the dataset of one split (training behaviour for ``train`` only)."""
-        return PersonPairDataset(
-            self.read_pairs(split),
-            self.image_size,
-            self.pose_encoding,
-            self.heatmap_sigma,
-            train=split == "train",
-            both_directions=self.both_directions,
-            scale_augmentation=self.scale_augmentation,
-            flip_prob=self.flip_prob,
-            on_bad_sample=self.on_bad_sample,
-        )
+        return PersonPairDataset(self.read_pairs(split), **self.dataset_options(split))
 
     def train_dataloader(self) -> DataLoader:
         return self.training_loader(self.datasets["train"])

@@ -4,24 +4,29 @@ Each identity has a skin tone, hair colour and style, a shirt (colour, plain or 
 trousers or shorts and shoes; each of its images shows it in a random pose on a light plain background. The tree is
 written once by :func:`generate_persons` (``img/id_XXXXX/NN.png`` at 128x88, ``pose/id_XXXXX/NN.txt`` in the official
 256-frame with the 40-pixel x offset, ``{train,test}_pairs.txt``, ``{train,test}.lst``, ``manifest.json``) and read
-back by :class:`PersonsDataModule` through the same code as real DeepFashion.
+back by :class:`PersonsDataModule` through the same code as real DeepFashion. Its evaluation batches also carry each
+target's body-part labels and identity (:class:`PartLabelledPairDataset`), which the appearance-transfer metric
+(:mod:`lightning_modules.metrics.appearance`) scores generated images with.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from datamodules.deepfashion import DeepFashionDataModule
 from datamodules.keypoints import MISSING, save_keypoints_txt, to_txt_frame
+from datamodules.person_base import PairSample, PersonPairDataset, Split
 
 CANVAS_SIZE = (128, 88)  # (H, W): the 256x176 DeepFashion aspect at half scale
 GENERATOR_VERSION = 1
@@ -30,6 +35,13 @@ MANIFEST_NAME = "manifest.json"
 _SKIN_TONES = ((255, 224, 196), (234, 192, 134), (198, 134, 66), (141, 85, 36), (95, 60, 35))
 _HAIR_COLOURS = ((30, 25, 20), (100, 60, 30), (220, 190, 110), (170, 70, 30), (165, 165, 165))
 _STRIPE_COLOURS = ((250, 250, 250), (20, 20, 20), (230, 200, 40))
+_IMAGE_NAME = re.compile(r"id_(\d+)/(\d+)\.png$")
+
+#: Body parts with one identity-specific colour each (labels 1..5 of :func:`part_labels`).
+PART_NAMES = ("skin", "hair", "shirt", "trousers", "shoes")
+# Corners of the RGB cube: anti-aliasing blends (convex combinations) of them and the black background never equal
+# one of them exactly, so an exact match marks a pixel painted by that part alone.
+_PART_CODES = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255))
 
 
 @dataclass(frozen=True)
@@ -171,17 +183,61 @@ def draw_person(joints: np.ndarray, look: Appearance, background: tuple[int, int
     return canvas
 
 
+def identity_appearance(spec: PersonsSpec, identity: int) -> Appearance:
+    """The appearance of person ``identity`` in the tree of ``spec``."""
+    return random_appearance(np.random.default_rng([spec.seed, identity]))
+
+
+def image_scene(spec: PersonsSpec, identity: int, pose_index: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """The full skeleton, the keypoint annotation and the background colour of one image of the tree."""
+    rng = np.random.default_rng([spec.seed, identity, pose_index + 1])
+    joints, annotation = random_pose(rng, spec.canvas_size)
+    background = tuple(int(c) for c in rng.integers(205, 256, 3))
+    return joints, annotation, background
+
+
+def image_name(identity: int, pose_index: int) -> str:
+    return f"id_{identity:05d}/{pose_index:02d}"
+
+
+def parse_image_name(path: str) -> tuple[int, int]:
+    """``(identity, pose_index)`` of an image path of the tree (``.../id_00360/05.png``)."""
+    match = _IMAGE_NAME.search(path)
+    if match is None:
+        raise ValueError(f"{path} is not a persons image path (expected .../id_NNNNN/NN.png)")
+    return int(match[1]), int(match[2])
+
+
+def part_labels(spec: PersonsSpec, identity: int, pose_index: int, size: tuple[int, int],
+                purity: float = 0.9) -> np.ndarray:
+    """Body-part labels of one image at ``size`` ``(H, W)``: ``1 + PART_NAMES.index(part)``, 0 elsewhere.
+
+    The person is redrawn with one flat code colour per part on the full canvas; a pixel of the resized map gets a
+    part's label only if at least ``purity`` of its canvas area has that part, so anti-aliased borders and
+    stripes mixing two colours at the target size stay unlabelled.
+    """
+    look = identity_appearance(spec, identity)
+    joints, _, _ = image_scene(spec, identity, pose_index)
+    coded = replace(look, stripes="none", **dict(zip(PART_NAMES, _PART_CODES, strict=True)))
+    canvas = draw_person(joints, coded, (0, 0, 0), spec.canvas_size)
+    height, width = size
+    labels = np.zeros(size, dtype=np.int64)
+    for label, code in enumerate(_PART_CODES, start=1):
+        exact = np.all(canvas == code, axis=-1).astype(np.float32)
+        share = cv2.resize(exact, (width, height), interpolation=cv2.INTER_AREA)
+        labels[share >= purity] = label
+    return labels
+
+
 def _write_tree(root: Path, spec: PersonsSpec) -> None:
     lines: dict[str, list[str]] = {"train_pairs": [], "test_pairs": [], "train": [], "test": []}
     first_test = spec.num_identities - spec.num_test_identities
     for identity in range(spec.num_identities):
-        look = random_appearance(np.random.default_rng([spec.seed, identity]))
+        look = identity_appearance(spec, identity)
         names = []
         for pose_index in range(spec.poses_per_identity):
-            rng = np.random.default_rng([spec.seed, identity, pose_index + 1])
-            joints, annotation = random_pose(rng, spec.canvas_size)
-            background = tuple(int(c) for c in rng.integers(205, 256, 3))
-            name = f"id_{identity:05d}/{pose_index:02d}"
+            joints, annotation, background = image_scene(spec, identity, pose_index)
+            name = image_name(identity, pose_index)
             (root / "img" / name).parent.mkdir(parents=True, exist_ok=True)
             (root / "pose" / name).parent.mkdir(parents=True, exist_ok=True)
             image = draw_person(joints, look, background, spec.canvas_size)
@@ -236,6 +292,34 @@ def generate_persons(root: str | Path, spec: PersonsSpec) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+class PartLabelledPairDataset(PersonPairDataset):
+    """Evaluation pairs of a persons tree, each with its target's body parts and identity.
+
+    Adds ``target_parts`` (``(H, W)`` int64 labels of :func:`part_labels`) and ``target_identity`` (int64) to every
+    item, for the appearance-transfer metric. Evaluation items are not augmented, so the labels line up with the
+    target image.
+
+    Args:
+        spec: the generation arguments of the tree.
+        samples: pair lines to draw from.
+        **kwargs: the remaining options of :class:`PersonPairDataset` (with ``train=False``).
+    """
+
+    def __init__(self, spec: PersonsSpec, samples: list[PairSample], **kwargs: Any) -> None:
+        super().__init__(samples, **kwargs)
+        if self.train:
+            raise ValueError("PartLabelledPairDataset serves evaluation pairs only (train=False): augmentation would "
+                             "move the target away from its part labels")
+        self.spec = spec
+
+    def load(self, index: int, seed: int | None) -> dict[str, Any]:
+        item = super().load(index, seed)
+        identity, pose_index = parse_image_name(item["target_path"])
+        item["target_parts"] = torch.from_numpy(part_labels(self.spec, identity, pose_index, self.image_size))
+        item["target_identity"] = torch.tensor(identity)
+        return item
+
+
 class PersonsDataModule(DeepFashionDataModule):
     """Synthetic stick-figure persons, generated once into ``root`` and read as DeepFashion.
 
@@ -269,3 +353,9 @@ class PersonsDataModule(DeepFashionDataModule):
         if not check_manifest(self.root, self.spec):
             raise FileNotFoundError(f"{self.root} has no persons data yet; call prepare_data() first")
         super().setup(stage)
+
+    def make_dataset(self, split: Split) -> PersonPairDataset:
+        """DeepFashion's datasets; the evaluation split also carries part labels and identities."""
+        if split == "train":
+            return super().make_dataset(split)
+        return PartLabelledPairDataset(self.spec, self.read_pairs(split), **self.dataset_options(split))

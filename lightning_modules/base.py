@@ -90,6 +90,8 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
         num_timesteps: Training diffusion steps T.
         variance: ``"learned_range"`` (network predicts ε and v) or a fixed variance.
         vlb_weight: Weight of the variational term in the hybrid loss (1 = official SDM/PIDM).
+        min_snr_gamma: Min-SNR-γ weighting of the ε loss (weight min(SNR, γ)/SNR; 5 in its paper); None keeps the
+            official unweighted L_simple.
         timestep_sampler: ``"uniform"`` (official) or ``"loss-second-moment"`` importance sampling (its loss history
             is all-gathered every step, which costs one host synchronisation per step).
         lr: AdamW learning rate.
@@ -128,6 +130,7 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
         num_timesteps: int = 1000,
         variance: str = "learned_range",
         vlb_weight: float = 1.0,
+        min_snr_gamma: float | None = None,
         timestep_sampler: TimestepSamplerName = "uniform",
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -161,6 +164,9 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
         self.schedule = DiffusionSchedule.create(noise_schedule, num_timesteps)
         self.variance = variance
         self.vlb_weight = vlb_weight
+        if min_snr_gamma is not None and min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be positive or null, got {min_snr_gamma}")
+        self.min_snr_gamma = min_snr_gamma
         self.timestep_sampler = self._build_timestep_sampler(timestep_sampler, num_timesteps)
         self.optimizer_options = {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay, "eps": eps}
         self.warmup_steps = warmup_steps
@@ -251,6 +257,7 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
             noise,
             variance=self.variance,
             vlb_weight=self.vlb_weight,
+            min_snr_gamma=self.min_snr_gamma,
         )
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:

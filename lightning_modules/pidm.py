@@ -304,11 +304,17 @@ class PIDMLitModule(DiffusionLitModule):
             )
 
     def evaluate_test_batch(self, batch: Mapping[str, Any], metrics: EvaluationMetrics, outputs: TestOutputDir) -> None:
-        """FID, reconstruction LPIPS and SSIM against the targets; PNGs ``generated/``, ``real/`` (target),
-        ``source/`` and ``pose/`` (target pose preview), named ``<source>_to_<target>``."""
+        """FID, reconstruction LPIPS, SSIM and (persons) appearance transfer against the targets; PNGs
+        ``generated/``, ``real/`` (target), ``source/`` and ``pose/`` (target pose preview), named
+        ``<source>_to_<target>``."""
         if metrics.miou is not None or (metrics.lpips is not None and metrics.config.lpips.mode != "reconstruction"):
-            raise ValueError("PIDM evaluation takes evaluation.fid, evaluation.lpips with mode: reconstruction and "
-                             "evaluation.ssim; set evaluation.miou to null and lpips.mode to reconstruction")
+            raise ValueError("PIDM evaluation takes evaluation.fid, evaluation.lpips with mode: reconstruction, "
+                             "evaluation.ssim and evaluation.appearance; set evaluation.miou to null and lpips.mode "
+                             "to reconstruction")
+        if metrics.appearance is not None and "target_parts" not in batch:
+            raise ValueError("evaluation.appearance needs body-part labels of the targets, which only the built-in "
+                             "persons data (datamodules.persons.PersonsDataModule) provides; set it to null for "
+                             "other datasets")
         names = [pair_name(source, target) for source, target in zip(batch["source_path"], batch["target_path"],
                                                                      strict=True)]
         target = batch["target"]
@@ -321,6 +327,8 @@ class PIDMLitModule(DiffusionLitModule):
             metrics.update_lpips(fake, target)
         if metrics.ssim is not None:
             metrics.update_ssim(fake, target)
+        if metrics.appearance is not None:
+            metrics.update_appearance(fake, target, batch["target_parts"], batch["target_identity"])
         outputs.save_images("generated", names, fake)
         outputs.save_images("real", names, target)
         outputs.save_images("source", names, batch["source"])

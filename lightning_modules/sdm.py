@@ -189,9 +189,10 @@ class SDMLitModule(DiffusionLitModule):
         names = [sample_name(path) for path in batch["path"]]
         label, instance = batch["label"], batch.get("instance")
         diversity = metrics.lpips is not None and metrics.config.lpips.mode == "diversity"
-        if metrics.ssim is not None or (metrics.lpips is not None and not diversity):
+        if metrics.ssim is not None or metrics.appearance is not None or (metrics.lpips is not None and not diversity):
             raise ValueError("SDM evaluation takes evaluation.fid, evaluation.lpips with mode: diversity and "
-                             "evaluation.miou; set evaluation.ssim to null and lpips.mode to diversity")
+                             "evaluation.miou; set evaluation.ssim and evaluation.appearance to null and lpips.mode "
+                             "to diversity")
         count = metrics.config.lpips.num_samples if diversity else 1
         shape = (self.image_channels, *label.shape[-2:])
         samples = torch.stack([

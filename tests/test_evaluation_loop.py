@@ -180,9 +180,11 @@ def test_pidm_run_writes_pngs_and_metrics_and_refuses_reuse(workspace):
     for folder in ("real", "source", "pose"):
         assert sorted(p.name for p in (out / folder).iterdir()) == names
     report = json.loads((out / "metrics.json").read_text())
-    assert set(report["metrics"]) == {"fid", "lpips", "ssim"} and report["num_samples"] == 6
+    assert set(report["metrics"]) == {"fid", "lpips", "ssim", "part_colour_error", "identity_accuracy"}
+    assert report["num_samples"] == 6
     assert all(math.isfinite(value) for value in report["metrics"].values())
     assert -1 <= report["metrics"]["ssim"] <= 1 and report["metrics"]["lpips"] >= 0
+    assert 0 < report["metrics"]["part_colour_error"] < 442 and 0 <= report["metrics"]["identity_accuracy"] <= 1
     assert report["protocol"]["ssim"] == {"window": 7, "resolution": None}
     events = EventAccumulator(str(out.parent))
     events.Reload()

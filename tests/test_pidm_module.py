@@ -7,6 +7,7 @@ import torch
 
 from lightning_modules.base import SamplingOptions
 from lightning_modules.diffusion import guided_denoiser
+from lightning_modules.metrics import EvaluationConfig, EvaluationMetrics
 from lightning_modules.pidm import PIDMLitModule, condition_keep_masks, pose_preview
 
 SIZE = 16
@@ -165,3 +166,9 @@ def test_predict_step_samples_source_target_pose_batches():
     first = module.predict_step(batch, 0)
     assert first.shape == (2, 3, SIZE, SIZE)
     torch.testing.assert_close(module.predict_step(batch, 0), first)  # seeded per batch
+
+
+def test_appearance_metric_needs_part_labelled_targets():
+    metrics = EvaluationMetrics(EvaluationConfig.from_dict({"fid": None, "appearance": {}}))
+    with pytest.raises(ValueError, match="evaluation.appearance needs body-part labels.*PersonsDataModule"):
+        tiny_module().evaluate_test_batch(person_batch(), metrics, outputs=None)

@@ -156,6 +156,7 @@ def training_losses(
     *,
     variance: str = "learned_range",
     vlb_weight: float = 1.0,
+    min_snr_gamma: float | None = None,
 ) -> dict[str, Tensor]:
     """Per-sample training losses (each of shape (B,)) of an ε-predicting network.
 
@@ -164,7 +165,8 @@ def training_losses(
     ``loss = mse + vlb_weight·vb``. The default ``vlb_weight=1`` with this one-step term equals iDDPM's hybrid
     objective L_simple + λ·L_vlb with λ = 0.001 at T = 1000, because L_vlb is estimated as T times the sampled
     step's term (the official SDM and PIDM setting). With a fixed variance there is nothing for the bound to
-    train, so ``vb`` is omitted and ``loss = mse``.
+    train, so ``vb`` is omitted and ``loss = mse``. With ``min_snr_gamma`` the ``mse`` term of ``loss`` is weighted
+    by :func:`min_snr_weight` (``mse`` itself is reported unweighted).
 
     Args:
         schedule: The diffusion schedule; ``t`` indexes it.
@@ -174,6 +176,7 @@ def training_losses(
         noise: The ε used for x_t; drawn with ``torch.randn_like`` when omitted.
         variance: One of ``"learned_range"``, ``"fixed_small"``, ``"fixed_large"``.
         vlb_weight: Weight of ``vb`` in ``loss``.
+        min_snr_gamma: γ of the Min-SNR weighting of ``mse``; None leaves it unweighted (L_simple).
     """
     schedule = schedule.to(x0.device)
     if noise is None:
@@ -182,7 +185,21 @@ def training_losses(
     output = denoise(x_t, schedule.timesteps[t])
     eps, v = split_output(output, x0.shape[1], variance)
     mse = _mean_flat((noise - eps) ** 2)
+    weighted_mse = mse if min_snr_gamma is None else min_snr_weight(schedule, t, min_snr_gamma).to(mse.dtype) * mse
     if v is None:
-        return {"loss": mse, "mse": mse}
+        return {"loss": weighted_mse, "mse": mse}
     vb = variational_bound_term(schedule, torch.cat([eps.detach(), v], dim=1), x0, x_t, t)
-    return {"loss": mse + vlb_weight * vb, "mse": mse, "vb": vb}
+    return {"loss": weighted_mse + vlb_weight * vb, "mse": mse, "vb": vb}
+
+
+def min_snr_weight(schedule: DiffusionSchedule, t: Tensor, gamma: float) -> Tensor:
+    """Min-SNR-γ loss weight of ε-prediction, min(SNR_t, γ) / SNR_t with SNR_t = ᾱ_t / (1 − ᾱ_t) (Hang et al., 2023).
+
+    It caps the weight of the low-noise steps, whose fine-detail ε errors otherwise dominate L_simple, so more of
+    the gradient goes to the noisy steps that decide layout and colour; steps with SNR ≤ γ keep weight 1.
+    """
+    if gamma <= 0:
+        raise ValueError(f"min_snr_gamma must be positive, got {gamma}")
+    alpha_bar = schedule.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return snr.clamp(max=gamma) / snr

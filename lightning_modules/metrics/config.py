@@ -84,6 +84,19 @@ class MIoUConfig:
 
 
 @dataclass
+class AppearanceConfig:
+    """Appearance transfer on part-labelled targets (built-in persons only; :mod:`lightning_modules.metrics.appearance`).
+
+    Args:
+        num_parts: Body-part labels in the data (persons: 5).
+        min_pixels: Fewest labelled pixels for a part of one image to count.
+    """
+
+    num_parts: int = 5
+    min_pixels: int = 2
+
+
+@dataclass
 class EvaluationConfig:
     """Which metrics to compute and where their weights come from; a null block disables that metric.
 
@@ -95,6 +108,7 @@ class EvaluationConfig:
         lpips: LPIPS protocol.
         ssim: SSIM protocol.
         miou: mIoU protocol.
+        appearance: Part-colour appearance transfer (PIDM on the built-in persons data).
     """
 
     weights_dir: str | None = None
@@ -103,11 +117,13 @@ class EvaluationConfig:
     lpips: LPIPSConfig | None = None
     ssim: SSIMConfig | None = None
     miou: MIoUConfig | None = None
+    appearance: AppearanceConfig | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> EvaluationConfig:
         """Build from a plain (YAML) mapping; unknown keys raise ``TypeError`` naming them."""
-        sections = {"fid": FIDConfig, "lpips": LPIPSConfig, "ssim": SSIMConfig, "miou": MIoUConfig}
+        sections = {"fid": FIDConfig, "lpips": LPIPSConfig, "ssim": SSIMConfig, "miou": MIoUConfig,
+                    "appearance": AppearanceConfig}
         unknown = set(values) - {"weights_dir", "offline", *sections}
         if unknown:
             raise TypeError(f"Unknown evaluation config keys {sorted(unknown)}")

@@ -22,12 +22,14 @@ All ``update_*`` methods take images in [-1, 1], round them to uint8 like PNG fi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassJaccardIndex
 
+from lightning_modules.metrics.appearance import AppearanceTransfer
 from lightning_modules.metrics.config import EvaluationConfig, LPIPSConfig
 from lightning_modules.metrics.fid import build_fid
 from lightning_modules.metrics.fid_stats import load_real_stats, real_stats_key, real_stats_path, save_real_stats
@@ -37,7 +39,7 @@ from lightning_modules.metrics.ssim import cropped_ssim
 
 
 class EvaluationMetrics:
-    """FID, LPIPS, SSIM and mIoU with their networks, built from an :class:`EvaluationConfig`.
+    """FID, LPIPS, SSIM, mIoU and appearance transfer with their networks, built from an :class:`EvaluationConfig`.
 
     Args:
         config: Which metrics, which protocol, where the weights are.
@@ -48,7 +50,7 @@ class EvaluationMetrics:
         self.config = config
         self.device = torch.device(device)
         self.description: dict[str, object] = {}
-        self.fid = self.lpips_model = self.lpips = self.ssim = self.segmenter = self.miou = None
+        self.fid = self.lpips_model = self.lpips = self.ssim = self.segmenter = self.miou = self.appearance = None
         self._real_stats_ready = False
         if config.fid is not None:
             self._build_fid()
@@ -68,6 +70,9 @@ class EvaluationMetrics:
             self.miou = MulticlassJaccardIndex(hparams.num_classes, ignore_index=hparams.ignore_index,
                                                average="macro", validate_args=False).to(self.device)
             self.description["miou"] = {"segmenter": config.miou.segmenter, "num_classes": hparams.num_classes}
+        if config.appearance is not None:
+            self.appearance = AppearanceTransfer(config.appearance.num_parts, config.appearance.min_pixels).to(self.device)
+            self.description["appearance"] = asdict(config.appearance)
 
     @classmethod
     def from_config(cls, config: EvaluationConfig | Mapping, device: torch.device | str = "cpu") -> EvaluationMetrics:
@@ -147,6 +152,11 @@ class EvaluationMetrics:
             logits = self.segmenter(uint8_to_signed(to_uint8(fake)))
             self.miou.update(logits.argmax(dim=1), label)
 
+    def update_appearance(self, fake: Tensor, target: Tensor, parts: Tensor, identity: Tensor) -> None:
+        """Part colours of generated images (in [-1, 1]) against their targets' (see :class:`AppearanceTransfer`)."""
+        with torch.autocast(self.device.type, enabled=False):
+            self.appearance.update(uint8_to_signed(to_uint8(fake)), target, parts, identity)
+
     def compute(self) -> dict[str, Tensor]:
         """Every enabled metric, synced across ranks (a collective: call on every rank).
 
@@ -163,10 +173,12 @@ class EvaluationMetrics:
             metric: Metric | None = getattr(self, name)
             if metric is not None:
                 results[name] = metric.compute()
+        if self.appearance is not None:
+            results.update(self.appearance.compute())
         return results
 
     def reset(self) -> None:
         """Clear generated-image states; FID real statistics stay."""
-        for metric in (self.fid, self.lpips, self.ssim, self.miou):
+        for metric in (self.fid, self.lpips, self.ssim, self.miou, self.appearance):
             if metric is not None:
                 metric.reset()

@@ -7,7 +7,15 @@ from PIL import Image
 
 from datamodules.deepfashion import read_gfla_pairs
 from datamodules.keypoints import load_keypoints_txt, transform_keypoints
-from datamodules.persons import CANVAS_SIZE, PersonsDataModule, PersonsSpec, generate_persons
+from datamodules.persons import (
+    CANVAS_SIZE,
+    PART_NAMES,
+    PersonsDataModule,
+    PersonsSpec,
+    generate_persons,
+    identity_appearance,
+    parse_image_name,
+)
 
 SPEC = PersonsSpec(seed=3, num_identities=5, poses_per_identity=3, test_fraction=0.2)
 
@@ -91,3 +99,30 @@ def test_invalid_spec_is_rejected():
         PersonsSpec(0, 1, 3, 0.2)
     with pytest.raises(ValueError, match="test_fraction"):
         PersonsSpec(0, 5, 3, 1.5)
+
+
+def test_evaluation_items_carry_target_part_labels_that_match_the_image(tmp_path):
+    module = PersonsDataModule(str(tmp_path / "persons"), image_size=32, num_identities=5, poses_per_identity=3,
+                               test_fraction=0.2, seed=3, batch_size=3, num_workers=0, pin_memory=False)
+    module.prepare_data()
+    module.setup("fit")
+    assert "target_parts" not in module.datasets["train"][0]  # augmented training targets have no labels
+    batch = next(iter(module.test_dataloader()))
+    assert batch["target_parts"].shape == (3, 32, 32) and batch["target_parts"].dtype == torch.int64
+    assert batch["target_identity"].tolist() == [4, 4, 4]
+    look = identity_appearance(module.spec, 4)
+    target = (batch["target"] + 1) * 127.5
+    for index in range(3):
+        labels = batch["target_parts"][index]
+        assert set(labels.unique().tolist()) == set(range(len(PART_NAMES) + 1))  # every part visible at 32 px
+        for label, part in enumerate(PART_NAMES, start=1):
+            if part == "shirt" and look.stripes != "none":
+                continue
+            mean = target[index][:, labels == label].mean(dim=1)
+            assert (mean - torch.tensor(getattr(look, part), dtype=torch.float32)).norm() < 35, part
+
+
+def test_part_labels_need_a_persons_image_path():
+    assert parse_image_name("img/id_00360/05.png") == (360, 5)
+    with pytest.raises(ValueError, match="photo.jpg is not a persons image path"):
+        parse_image_name("img/photo.jpg")

@@ -5,6 +5,7 @@ from lightning_modules.diffusion import (
     DiffusionSchedule,
     approx_standard_normal_cdf,
     discretized_gaussian_log_likelihood,
+    min_snr_weight,
     normal_kl,
     training_losses,
 )
@@ -66,3 +67,28 @@ def test_learned_range_rejects_wrong_channel_count():
     schedule = DiffusionSchedule.create("linear", 100)
     with pytest.raises(ValueError, match="3 channels; variance='learned_range'"):
         training_losses(schedule, lambda x, t: x, torch.zeros(1, 3, 4, 4), torch.tensor([5]))
+
+
+def test_min_snr_weight_caps_only_the_low_noise_steps():
+    schedule = DiffusionSchedule.create("linear", 1000)
+    t = torch.arange(1000)
+    weight = min_snr_weight(schedule, t, gamma=5.0)
+    snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+    torch.testing.assert_close(weight[snr <= 5], torch.ones(int((snr <= 5).sum()), dtype=weight.dtype))
+    torch.testing.assert_close(weight[snr > 5], 5 / snr[snr > 5])
+    assert weight[0] < 1e-3 and (weight.diff() >= 0).all()  # the cleanest steps weigh least
+    with pytest.raises(ValueError, match="positive"):
+        min_snr_weight(schedule, t, gamma=0.0)
+
+
+def test_min_snr_weighting_scales_the_mse_term_of_the_loss_only():
+    schedule = DiffusionSchedule.create("linear", 100)
+    x0, noise, t = torch.rand(2, 3, 4, 4) * 2 - 1, torch.randn(2, 3, 4, 4), torch.tensor([1, 80])
+    output = torch.randn(2, 6, 4, 4)
+    plain = training_losses(schedule, lambda x, s: output, x0, t, noise)
+    weighted = training_losses(schedule, lambda x, s: output, x0, t, noise, min_snr_gamma=5.0)
+    torch.testing.assert_close(weighted["mse"], plain["mse"])  # reported unweighted
+    torch.testing.assert_close(weighted["vb"], plain["vb"])
+    weight = min_snr_weight(schedule, t, 5.0).float()
+    assert weight[0] < 0.1 and weight[1] == 1.0
+    torch.testing.assert_close(weighted["loss"], weight * plain["mse"] + plain["vb"])
