@@ -188,7 +188,9 @@ def identity_appearance(spec: PersonsSpec, identity: int) -> Appearance:
     return random_appearance(np.random.default_rng([spec.seed, identity]))
 
 
-def image_scene(spec: PersonsSpec, identity: int, pose_index: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+def image_scene(
+    spec: PersonsSpec, identity: int, pose_index: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
     """The full skeleton, the keypoint annotation and the background colour of one image of the tree."""
     rng = np.random.default_rng([spec.seed, identity, pose_index + 1])
     joints, annotation = random_pose(rng, spec.canvas_size)

@@ -193,7 +193,7 @@ def training_losses(
 
 
 def min_snr_weight(schedule: DiffusionSchedule, t: Tensor, gamma: float) -> Tensor:
-    """Min-SNR-γ loss weight of ε-prediction, min(SNR_t, γ) / SNR_t with SNR_t = ᾱ_t / (1 − ᾱ_t) (Hang et al., 2023).
+    """Min-SNR-γ loss weight of ε-prediction (Hang et al., 2023): min(SNR_t, γ) / SNR_t, SNR_t = ᾱ_t / (1 − ᾱ_t).
 
     It caps the weight of the low-noise steps, whose fine-detail ε errors otherwise dominate L_simple, so more of
     the gradient goes to the noisy steps that decide layout and colour; steps with SNR ≤ γ keep weight 1.

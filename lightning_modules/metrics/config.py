@@ -85,7 +85,7 @@ class MIoUConfig:
 
 @dataclass
 class AppearanceConfig:
-    """Appearance transfer on part-labelled targets (built-in persons only; :mod:`lightning_modules.metrics.appearance`).
+    """Appearance transfer on part-labelled targets (built-in persons only; see ``metrics/appearance.py``).
 
     Args:
         num_parts: Body-part labels in the data (persons: 5).

@@ -71,7 +71,8 @@ class EvaluationMetrics:
                                                average="macro", validate_args=False).to(self.device)
             self.description["miou"] = {"segmenter": config.miou.segmenter, "num_classes": hparams.num_classes}
         if config.appearance is not None:
-            self.appearance = AppearanceTransfer(config.appearance.num_parts, config.appearance.min_pixels).to(self.device)
+            appearance = config.appearance
+            self.appearance = AppearanceTransfer(appearance.num_parts, appearance.min_pixels).to(self.device)
             self.description["appearance"] = asdict(config.appearance)
 
     @classmethod
