@@ -199,6 +199,7 @@ def image_scene(
 
 
 def image_name(identity: int, pose_index: int) -> str:
+    """The tree's name of one image, without folder and suffix (``id_00360/05``)."""
     return f"id_{identity:05d}/{pose_index:02d}"
 
 
