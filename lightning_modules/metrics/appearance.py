@@ -12,6 +12,7 @@ Only the built-in persons data has the part labels (``target_parts``) and identi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -26,9 +27,9 @@ def part_mean_colours(images: Tensor, parts: Tensor, num_parts: int, min_pixels:
         num_parts: number of part labels.
         min_pixels: fewest labelled pixels for a part to count.
     """
-    one_hot = torch.stack([parts == label for label in range(1, num_parts + 1)], dim=1).to(images.dtype)
-    counts = one_hot.sum(dim=(2, 3))
-    sums = torch.einsum("nphw,nchw->npc", one_hot, images)
+    one_hot = F.one_hot(parts, num_parts + 1)[..., 1:].to(images.dtype)  # (N, H, W, P), label 0 dropped
+    counts = one_hot.sum(dim=(1, 2))
+    sums = torch.einsum("nhwp,nchw->npc", one_hot, images)
     means = sums / counts.clamp(min=1).unsqueeze(-1)
     return means.masked_fill((counts < min_pixels).unsqueeze(-1), float("nan"))
 
@@ -66,9 +67,9 @@ class AppearanceTransfer(Metric):
         if fake.shape != target.shape or parts.shape != fake.shape[:1] + fake.shape[2:]:
             raise ValueError(f"appearance: generated {tuple(fake.shape)}, target {tuple(target.shape)} and part "
                              f"labels {tuple(parts.shape)} must share batch and spatial size")
-        if int(parts.max()) > self.num_parts or int(parts.min()) < 0:
-            raise ValueError(f"appearance: part labels must lie in 0..{self.num_parts}, got "
-                             f"{int(parts.min())}..{int(parts.max())}")
+        low, high = (int(v) for v in torch.stack(parts.aminmax()).tolist())  # one host sync per batch
+        if low < 0 or high > self.num_parts:
+            raise ValueError(f"appearance: part labels must lie in 0..{self.num_parts}, got {low}..{high}")
         fake, target = ((x.float().clamp(-1, 1) + 1) * 127.5 for x in (fake, target))
         self.generated.append(part_mean_colours(fake, parts, self.num_parts, self.min_pixels))
         self.real.append(part_mean_colours(target, parts, self.num_parts, self.min_pixels))
