@@ -29,7 +29,9 @@ class SampleGridLogger(Callback):
     ``EMAWeightAveraging`` swaps the EMA weights in) has run by then and ``on_validation_epoch_end`` (where it swaps
     them back) has not, so the samples always show the EMA weights, whatever the callback order. The first batch
     of the (unshuffled) validation loader and a fixed seed make the grid comparable across steps. Sampling uses
-    ``pl_module.net`` directly (no DDP wrapper) and no collective, so other ranks simply move on.
+    ``pl_module.net`` directly (no DDP wrapper) and no collective, so other ranks simply move on; the PNG folder is
+    resolved in ``setup`` on every rank, because ``trainer.log_dir`` is a broadcast that rank zero alone would
+    wait in forever.
 
     Args:
         num_examples: Rows of the grid (taken from the first validation batch).
@@ -61,11 +63,15 @@ class SampleGridLogger(Callback):
         self.every_n_validations = every_n_validations
         self.save_png = save_png
         self._validations = 0
+        self._png_dir: Path | None = None
 
     @property
     def tag(self) -> str:
         """TensorBoard tag; it encodes the sampler so that sweeps do not collide."""
         return f"val/samples_{self.options.sampler}{self.options.steps}_s{float(self.options.guidance_scale)!r}"
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._png_dir = Path(trainer.log_dir or trainer.default_root_dir) / "images" / "val"
 
     def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not trainer.sanity_checking:
@@ -101,6 +107,5 @@ class SampleGridLogger(Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(self.tag, grid, step)
         if self.save_png:
-            folder = Path(trainer.log_dir or trainer.default_root_dir) / "images" / "val"
-            folder.mkdir(parents=True, exist_ok=True)
-            save_image(grid, folder / f"{self.tag.split('/', 1)[1]}_gs-{step:06d}.png")
+            self._png_dir.mkdir(parents=True, exist_ok=True)
+            save_image(grid, self._png_dir / f"{self.tag.split('/', 1)[1]}_gs-{step:06d}.png")

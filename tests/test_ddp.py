@@ -1,7 +1,8 @@
-"""DDP on CPU: 2-process ``ddp_spawn`` in pytest and the real ``ddp`` launcher through ``experiments.fit``."""
+"""DDP on CPU: 2-process ``ddp_spawn`` in pytest and the real ``ddp`` launcher through ``experiments.fit``/``test``."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanSquaredError
 
 from callbacks.nonfinite_guard import NonFiniteLossGuard
+from offline_weights import write_lpips_alexnet, write_shapes_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 16
@@ -103,26 +105,57 @@ def test_ddp_spawn_shards_data_and_syncs_metrics(tmp_path):
     assert single[0]["val/mse"] == pytest.approx(direct, rel=1e-6)
 
 
+def run_under_timeout(stage: str, command: list[str], env: dict[str, str], timeout: int) -> str:
+    """Run ``command`` in its own process group; a hang (no exit within ``timeout`` s) fails naming ``stage``."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher's rank-1 process too
+        output, _ = process.communicate()
+        pytest.fail(f"{stage} did not finish within {timeout} s (a rank waits in a collective?); "
+                    f"last output:\n{output[-3000:]}")
+    assert process.returncode == 0, f"{stage} failed:\n{output[-4000:]}"
+    return output
+
+
 @pytest.mark.slow
-def test_experiments_fit_runs_under_the_ddp_launcher(tmp_path):
-    # Lightning's "ddp" re-launches `python -m experiments.fit <same args>` for rank 1. DDP runs with
-    # find_unused_parameters=False, so a parameter without gradient would fail the second step.
-    command = [
-        sys.executable, "-m", "experiments.fit",
+def test_fit_and_test_commands_run_under_the_ddp_launcher(tmp_path):
+    """The shipped shapes config as users run it on 2 processes: validation with the grid logger, EMA, checkpoints,
+    then the test command with FID, LPIPS and mIoU. Lightning's "ddp" re-launches ``python -m experiments.<cmd>``
+    for rank 1; DDP runs with find_unused_parameters=False, so a parameter without gradient would fail step 2."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "CONDIFF_WEIGHTS": str(tmp_path / "weights"),
+           "TORCH_HOME": str(tmp_path / "torch_home"), "CONDIFF_OFFLINE": "1"}
+    write_lpips_alexnet(tmp_path / "weights")
+    segmenter = write_shapes_segmenter(tmp_path / "segmenter.ckpt")
+    common = [
         "--config", "configs/sdm/shapes.yaml", "--config", "configs/debug/tiny_sdm.yaml",
-        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.max_steps=2",
-        "--trainer.limit_val_batches=0",
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
         f"--data.init_args.root={tmp_path / 'shapes'}",
-        "--data.init_args.num_train=8", "--data.init_args.num_val=2", "--data.init_args.num_test=2",
+        "--data.init_args.num_train=8", "--data.init_args.num_val=4", "--data.init_args.num_test=5",
         "--data.init_args.persistent_workers=false",
-    ]
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
-    checkpoint = torch.load(tmp_path / "runs/sdm_shapes/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 2
+    ]  # fmt: skip
+    fit_output = run_under_timeout("experiments.fit under DDP (2 CPU processes)",
+                                   [sys.executable, "-m", "experiments.fit", *common], env, timeout=300)
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in fit_output
+    run = tmp_path / "runs/sdm_shapes/version_0"
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4 and "current_model_state" in checkpoint  # EMA and raw weights
+    # Validation ran at steps 2 and 4 (tiny overlay), each logging one grid on rank zero.
+    assert sorted(p.name for p in (run / "images/val").iterdir()) == [
+        "samples_ddpm50_s1.0_gs-000002.png", "samples_ddpm50_s1.0_gs-000004.png"]
     assert not (tmp_path / "runs/sdm_shapes/version_1").exists()
+
+    test_output = run_under_timeout("experiments.test under DDP (2 CPU processes)", [
+        sys.executable, "-m", "experiments.test", *common, f"--ckpt_path={run / 'checkpoints/last.ckpt'}",
+        "--trainer.limit_test_batches=1.0", "--model.init_args.test_steps=2",
+        "--model.init_args.evaluation.lpips.num_samples=2",
+        f"--model.init_args.evaluation.fid.stats_dir={tmp_path / 'fid_stats'}",
+        f"--model.init_args.evaluation.miou.segmenter={segmenter}",
+    ], env, timeout=300)  # fmt: skip
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in test_output
+    report = json.loads((tmp_path / "runs/sdm_shapes/version_1/test/metrics.json").read_text())
+    assert report["num_samples"] == 5 and set(report["metrics"]) == {"fid", "lpips", "miou"}
+    assert len(list((tmp_path / "runs/sdm_shapes/version_1/test/generated").iterdir())) == 5 * 2
