@@ -125,8 +125,8 @@ def test_fit_and_test_commands_run_under_the_ddp_launcher(tmp_path):
     """The shipped shapes config as users run it on 2 processes: validation with the grid logger, EMA, checkpoints,
     then the test command with FID, LPIPS and mIoU. Lightning's "ddp" re-launches ``python -m experiments.<cmd>``
     for rank 1; DDP runs with find_unused_parameters=False, so a parameter without gradient would fail step 2."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "CONDIFF_WEIGHTS": str(tmp_path / "weights"),
-           "TORCH_HOME": str(tmp_path / "torch_home"), "CONDIFF_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "CONDIFF_OFFLINE": "1",
+           "CONDIFF_WEIGHTS": str(tmp_path / "weights"), "TORCH_HOME": str(tmp_path / "torch_home")}
     write_lpips_alexnet(tmp_path / "weights")
     segmenter = write_shapes_segmenter(tmp_path / "segmenter.ckpt")
     common = [
