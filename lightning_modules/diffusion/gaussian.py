@@ -20,6 +20,15 @@ VARIANCES = ("learned_range", "fixed_small", "fixed_large")
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
+def full_precision(output: Tensor) -> Tensor:
+    """A network output in float32 (float64 stays), whatever precision autocast or reduced weights gave it.
+
+    Every function here and in the samplers runs the diffusion math in full precision: in bfloat16 the learned-range
+    log variance collapses to one value over most steps and the variational term loses its gradient.
+    """
+    return output if output.dtype in (torch.float32, torch.float64) else output.float()
+
+
 class PosteriorPrediction(NamedTuple):
     """The model's p(x_{t−1} | x_t) and the quantities it was built from."""
 
@@ -32,6 +41,8 @@ class PosteriorPrediction(NamedTuple):
 
 def split_output(output: Tensor, channels: int, variance: str) -> tuple[Tensor, Tensor | None]:
     """Split a network output into ε̂ and (for ``"learned_range"``) v, checking the channel count.
+
+    Both parts come back in full precision (:func:`full_precision`).
 
     Args:
         output: Network output (B, C or 2C, ...).
@@ -46,6 +57,7 @@ def split_output(output: Tensor, channels: int, variance: str) -> tuple[Tensor, 
             f"network output has {output.shape[1]} channels; variance={variance!r} with {channels} image channels "
             f"needs {' or '.join(map(str, allowed))}"
         )
+    output = full_precision(output)
     if variance == "learned_range":
         return output[:, :channels], output[:, channels:]
     return output[:, :channels], None

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_modules.diffusion.gaussian import Denoiser
+from lightning_modules.diffusion.gaussian import Denoiser, full_precision
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class Guidance:
         return tuple(k for k, w in self.weights.items() if w != 0.0 or k == self.variance_from)
 
     def combine(self, outputs: Mapping[str, Tensor]) -> Tensor:
-        """Combine per-variant outputs (each (B, channels, ...)) into the guided output."""
+        """Combine per-variant outputs (each (B, channels, ...)) into the guided output, in full precision."""
+        outputs = {name: full_precision(output) for name, output in outputs.items()}
         mixed = sum(w * outputs[k][:, : self.mix_channels] for k, w in self.weights.items() if w != 0.0)
         if self.mix_channels is None:
             return mixed

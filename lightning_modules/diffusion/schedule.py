@@ -90,14 +90,18 @@ def space_timesteps(num_timesteps: int, spec: str) -> list[int]:
 
 
 def extract(table: Tensor, t: Tensor, like: Tensor) -> Tensor:
-    """Gather ``table[t]`` and shape it to broadcast against ``like``, in ``like``'s dtype and device.
+    """Gather ``table[t]`` and shape it to broadcast against ``like``, on its device.
+
+    The values come in ``like``'s dtype, but never below float32: a coefficient rounded to bfloat16 would already
+    break the math (√ᾱ_t, the posterior coefficients and log β̃_t differ from their neighbours by less than its
+    precision).
 
     Args:
         table: A 1-D (float64) schedule table.
         t: Integer step indices of shape (B,).
         like: The tensor the result will multiply, of shape (B, ...).
     """
-    values = table.to(like.device)[t.to(like.device)].to(like.dtype)
+    values = table.to(like.device)[t.to(like.device)].to(torch.promote_types(like.dtype, torch.float32))
     return values.reshape(t.shape[0], *([1] * (like.ndim - 1)))
 
 

@@ -33,6 +33,19 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000) -> Tensor
     return emb
 
 
+def run_in_float32(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` outside autocast, in float32, when autocast is on (mixed precision keeps float32 weights).
+
+    The output heads run this way, as the official fp16 networks keep their ``out`` layers in float32: ε̂ and the
+    variance interpolant then reach the diffusion math unrounded. Without autocast (float32, or weights cast to a
+    reduced precision) the module runs as it is.
+    """
+    if not torch.is_autocast_enabled(x.device.type):
+        return module(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return module(x.float())
+
+
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm evaluated in float32 and cast back to the input dtype (stable under fp16/bf16)."""
 

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .blocks import ResBlock
 from .cross_attention import TextureCrossAttention
-from .layers import normalization, regroup_normalization, timestep_embedding, zero_module
+from .layers import normalization, regroup_normalization, run_in_float32, timestep_embedding, zero_module
 
 
 class EncoderBlockSpec(NamedTuple):
@@ -308,4 +308,4 @@ class PIDMUNet(nn.Module):
         h = run(self.middle, h)
         for stage in self.decoder:
             h = run(stage, torch.cat([h, skips.pop()], dim=1))
-        return self.out(h)
+        return run_in_float32(self.out, h)

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import SelfAttention2d
 from .blocks import ResBlock
-from .layers import normalization, regroup_normalization, timestep_embedding, zero_module
+from .layers import normalization, regroup_normalization, run_in_float32, timestep_embedding, zero_module
 from .spade import SPADEResBlock
 
 
@@ -259,4 +259,4 @@ class SDMUNet(nn.Module):
         h = self._run(self.middle, h, emb, y)
         for block in self.decoder:
             h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, y)
-        return self.out(h)
+        return run_in_float32(self.out, h)

@@ -95,9 +95,14 @@ def test_schedule_is_immutable_and_to_is_cached():
     assert schedule.to("cpu") is schedule
 
 
-def test_extract_gathers_casts_and_broadcasts():
+@pytest.mark.parametrize(
+    ("like_dtype", "expected_dtype"),
+    [(torch.float64, torch.float64), (torch.float32, torch.float32), (torch.float16, torch.float32),
+     (torch.bfloat16, torch.float32)],
+)
+def test_extract_gathers_casts_and_broadcasts_never_below_float32(like_dtype, expected_dtype):
     table = torch.arange(10, dtype=torch.float64) / 3
-    like = torch.zeros(2, 3, 4, 4, dtype=torch.float16)
+    like = torch.zeros(2, 3, 4, 4, dtype=like_dtype)
     values = extract(table, torch.tensor([1, 7]), like)
-    assert values.shape == (2, 1, 1, 1) and values.dtype == torch.float16
-    assert values.flatten().tolist() == [torch.tensor(1 / 3).half().item(), torch.tensor(7 / 3).half().item()]
+    assert values.shape == (2, 1, 1, 1) and values.dtype == expected_dtype
+    assert values.flatten().tolist() == torch.tensor([1 / 3, 7 / 3], dtype=torch.float64).to(expected_dtype).tolist()
