@@ -10,10 +10,10 @@ with an :class:`~lightning_modules.metrics.EvaluationMetrics` built from the ``e
 plus ``metrics.json`` under ``<log_dir>/test/`` (:mod:`lightning_modules.evaluation_io`); a subclass says how one
 batch is sampled, scored and saved (:meth:`evaluate_test_batch`).
 
-EMA is not handled here: Lightning's ``EMAWeightAveraging`` callback (in the configs) swaps the averaged weights in
-for validation, stores them as the checkpoint's ``state_dict`` (raw weights under ``current_model_state``) and
-copies them into the model when training ends, so test and predict runs loading a checkpoint sample with EMA
-weights.
+EMA is not handled here: the ``callbacks.ema.DelayedEMA`` callback (Lightning's ``EMAWeightAveraging``, in the
+configs) swaps the averaged weights in for validation, stores them as the checkpoint's ``state_dict`` (raw weights
+under ``current_model_state``) and copies them into the model when training ends, so test and predict runs loading
+a checkpoint sample with EMA weights (with the raw weights before the averaging starts).
 """
 
 from abc import ABC, abstractmethod

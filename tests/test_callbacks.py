@@ -2,6 +2,7 @@
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.demos.boring_classes import BoringModel
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
@@ -76,7 +77,6 @@ def test_sample_grid_has_one_row_per_example_and_is_logged_with_a_sampler_tag(tm
 
 def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):
     from pytorch_lightning.callbacks import EMAWeightAveraging
-    from pytorch_lightning.demos.boring_classes import BoringModel
 
     from callbacks.last_step_checkpoint import LastStepCheckpoint
 
@@ -92,3 +92,61 @@ def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):
     # Raw and averaged weights are both saved as they were at step 6.
     raw, average = last["current_model_state"]["layer.weight"], last["state_dict"]["layer.weight"]
     assert not torch.equal(raw, average)
+
+
+class RecordsValidationWeights(BoringModel):
+    """Records the weights that each validation run (with the EMA swapped in) sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.validated: list[torch.Tensor] = []
+        self.raw_at_step: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.raw_at_step[self.trainer.global_step] = self.layer.weight.detach().clone()
+
+    def on_validation_epoch_start(self) -> None:
+        self.validated.append(self.layer.weight.detach().clone())
+
+
+def test_delayed_ema_follows_the_raw_weights_until_it_starts(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from callbacks.ema import DelayedEMA
+
+    model = RecordsValidationWeights()
+    initial = model.layer.weight.detach().clone()
+    ema = DelayedEMA(decay=0.5, update_starting_at_step=4)
+    trainer = pl.Trainer(
+        max_steps=6, limit_train_batches=10, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False, callbacks=[ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1),
+                                              ema],
+    )  # fmt: skip
+    trainer.fit(model)
+    # Before the start (the first update, at step index 4, follows the 5th optimizer step) validation and
+    # checkpoints see the raw weights, not the initialisation.
+    assert torch.equal(model.validated[0], model.raw_at_step[2]) and not torch.equal(model.validated[0], initial)
+    assert torch.equal(model.validated[1], model.raw_at_step[4])
+    early = torch.load(tmp_path / "epoch=0-step=2.ckpt", weights_only=True)
+    assert torch.equal(early["state_dict"]["layer.weight"], early["current_model_state"]["layer.weight"])
+    # From the first update on it is an average: after step 6 it differs from the raw weights.
+    assert not torch.equal(model.validated[2], model.raw_at_step[6])
+    late = torch.load(tmp_path / "epoch=0-step=6.ckpt", weights_only=True)
+    assert not torch.equal(late["state_dict"]["layer.weight"], late["current_model_state"]["layer.weight"])
+    assert int(late["averaging_state"]["n_averaged"]) == 2  # steps 5 and 6
+
+
+def test_delayed_ema_copies_the_raw_weights_into_a_run_that_ends_before_it_starts():
+    import pickle
+
+    from callbacks.ema import DelayedEMA
+
+    model = BoringModel()
+    ema = DelayedEMA(update_starting_at_step=100)
+    trainer = pl.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, callbacks=[ema])
+    trainer.fit(model)
+    trained = model.layer.weight.detach().clone()
+    assert torch.equal(ema._average_model.module.layer.weight, trained)  # not the initialisation copied back
+    pickle.loads(pickle.dumps(ema))  # ddp_spawn pickles the callbacks

@@ -43,7 +43,7 @@ def test_paper_settings(name):
     )  # fmt: skip
     assert (model["sampler"], model["sampling_steps"], model["clip_x0"]) == ("ddim", 100, False)
     assert config["trainer"]["gradient_clip_val"] == 1.0 and config["data"]["init_args"]["batch_size"] == 8
-    ema = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("EMAWeightAveraging"))
+    ema = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("DelayedEMA"))
     assert ema["init_args"] == {"decay": 0.9999, "update_starting_at_step": 5000}
     expected = {"deepfashion_256": [32, 16, 8], "deepfashion_512": [64, 32, 16], "market1501": [32, 16, 8]}[name]
     assert model["attention_resolutions"] == expected

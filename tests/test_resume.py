@@ -42,7 +42,7 @@ trainer:
         save_last: true
         every_n_train_steps: {checkpoint_every}
         save_top_k: -1
-    - class_path: pytorch_lightning.callbacks.EMAWeightAveraging
+    - class_path: callbacks.ema.DelayedEMA
       init_args:
         decay: 0.9
     - class_path: callbacks.step_seeding.StepSeeding
