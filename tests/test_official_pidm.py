@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from official_fixtures import load_official_fixture
 
 from lightning_modules.diffusion import DiffusionSchedule, ddim, guided_denoiser, style_only, training_losses
 from lightning_modules.nets.pidm_unet import PIDMUNet, TexturedBlock
@@ -34,7 +35,7 @@ def _tiny(**overrides) -> dict:
 @pytest.fixture(scope="module")
 def official(fixtures_dir: Path) -> dict:
     root = fixtures_dir / "pidm_official"
-    load = lambda name: torch.load(root / name, map_location="cpu", weights_only=True)  # noqa: E731
+    load = lambda name: load_official_fixture(root / name)  # noqa: E731
     return {
         "config": json.loads((root / "config.json").read_text()),
         "state_dict": load("state_dict.pt"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from official_fixtures import load_official_fixture
 
 from lightning_modules.diffusion.guidance import classifier_free, guided_denoiser
 from lightning_modules.diffusion.samplers import ddim
@@ -16,18 +17,14 @@ from lightning_modules.nets.sdm_unet import SDMUNet
 from lightning_modules.official import export_official_sdm, load_official_sdm, sdm_hparams_from_flags
 
 
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 @pytest.fixture(scope="module")
 def official(fixtures_dir: Path) -> dict:
     folder = fixtures_dir / "sdm_official"
     return {
         "config": json.loads((folder / "config.json").read_text()),
-        "state_dict": _load(folder / "state_dict.pt"),
-        "io": _load(folder / "io.pt"),
-        "diffusion": _load(folder / "diffusion.pt"),
+        "state_dict": load_official_fixture(folder / "state_dict.pt"),
+        "io": load_official_fixture(folder / "io.pt"),
+        "diffusion": load_official_fixture(folder / "diffusion.pt"),
     }
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from official_fixtures import load_official_fixture
 
 from datamodules.keypoints import LIMBS, transform_keypoints
 from datamodules.pose_rendering import POSE_CHANNELS, render_heatmaps, render_official_pose, render_pose
@@ -8,10 +9,7 @@ from datamodules.pose_rendering import POSE_CHANNELS, render_heatmaps, render_of
 
 @pytest.fixture(scope="module")
 def pose_fixture(fixtures_dir):
-    path = fixtures_dir / "pidm_official" / "pose.pt"
-    if not path.is_file():
-        pytest.fail(f"PIDM pose fixture missing: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_official_fixture(fixtures_dir / "pidm_official" / "pose.pt")
 
 
 @pytest.mark.parametrize("which", ["a", "b"])

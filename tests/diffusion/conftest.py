@@ -3,14 +3,11 @@
 from pathlib import Path
 
 import pytest
-import torch
+from official_fixtures import load_official_fixture
 
 
 def _load(fixtures_dir: Path, name: str) -> dict:
-    path = fixtures_dir / name
-    if not path.is_file():
-        pytest.fail(f"conformance fixture {path} is missing")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_official_fixture(fixtures_dir / name)
 
 
 @pytest.fixture(scope="session")
