@@ -17,7 +17,8 @@ class CelebAMaskHQDataModule(SemanticDataModule):
     """CelebAMask-HQ: ``root/<split>/images/*`` and ``root/<split>/labels/*.png`` (19 classes, 0 = background).
 
     As in SDM, the label map doubles as the instance map, so the model's edge channel traces part boundaries
-    (``label_channels`` = 20). Images and labels pair by file stem.
+    (``label_channels`` = 20). Images and labels pair by file stem. Labels an integer factor smaller than their
+    photos (the release's 512² masks of 1024² photos) are resized to the photo's size, nearest at pixel centres.
 
     Args:
         root: prepared dataset root (see ``python -m datamodules.prepare_celebamask_hq``).

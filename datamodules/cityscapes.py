@@ -1,7 +1,9 @@
 """Cityscapes (fine annotations, raw labelIds) for semantic image synthesis."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from datamodules.semantic_base import LabelSpec, SemanticDataModule, TrainTransform
 from datamodules.semantic_files import SemanticSample, index_files, pair_files, relative_stem
@@ -14,14 +16,22 @@ CITYSCAPES_CLASS_NAMES = (
     "bus", "caravan", "trailer", "train", "motorcycle", "bicycle", "license plate",
 )  # fmt: skip
 
+InstanceBitDepth = Literal[8, 16]
+
+
+def saturate_to_8_bit(instance_ids: np.ndarray) -> np.ndarray:
+    """The official loader's PIL mode "L" conversion of 16-bit instance ids: every id >= 255 becomes 255."""
+    return np.minimum(instance_ids, 255)
+
 
 class CityscapesDataModule(SemanticDataModule):
     """Cityscapes: ``root/leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with ``root/gtFine/<split>/<city>/``
     ``*_gtFine_labelIds.png`` (35 classes, 0 = unlabeled, no remap) and 16-bit ``*_gtFine_instanceIds.png``.
 
-    Files pair on ``<city>/<city>_<seq>_<frame>``. Instance maps are read at full bit depth, so adjacent objects
-    of one class (ids ``class * 1000 + k``) keep distinct ids. Default size 256×512; training defaults to the
-    official aspect-keeping resize without crop (``train_transform="resize"``) plus flips.
+    Files pair on ``<city>/<city>_<seq>_<frame>``. Instance maps are read at full bit depth by default, so adjacent
+    objects of one class (ids ``class * 1000 + k``) keep distinct ids and the edge map separates them. Default size
+    256×512; training defaults to the official aspect-keeping resize without crop (``train_transform="resize"``)
+    plus flips.
 
     Args:
         root: Cityscapes root (contains ``leftImg8bit`` and ``gtFine``).
@@ -31,6 +41,10 @@ class CityscapesDataModule(SemanticDataModule):
         val_split: validation split folder name.
         test_split: split folder used by ``test``/``predict``.
         train_transform: ``"resize"`` (official) or ``"random_resized_crop"``.
+        instance_bit_depth: ``16`` reads the instance ids as stored; ``8`` reproduces the official loader, which
+            converts the 16-bit PNG to PIL mode "L" and so saturates every id >= 255 to 255: all thing instances
+            (ids ``class * 1000 + k``) merge into one value, losing the edges between touching objects, while stuff
+            ids (< 255) keep theirs. Use it only to match the official numbers.
         **kwargs: loader and augmentation options of :class:`SemanticDataModule`.
     """
 
@@ -43,12 +57,16 @@ class CityscapesDataModule(SemanticDataModule):
         val_split: str = "val",
         test_split: str = "val",
         train_transform: TrainTransform = "resize",
+        instance_bit_depth: InstanceBitDepth = 16,
         **kwargs: Any,
     ) -> None:
+        if instance_bit_depth not in (8, 16):
+            raise ValueError(f"instance_bit_depth must be 8 or 16, got {instance_bit_depth!r}")
         spec = LabelSpec(
             num_classes=len(CITYSCAPES_CLASS_NAMES),
             instances="file" if use_instances else "none",
             class_names=CITYSCAPES_CLASS_NAMES,
+            instance_remap=saturate_to_8_bit if instance_bit_depth == 8 else None,
         )
         super().__init__(
             root,
@@ -61,6 +79,7 @@ class CityscapesDataModule(SemanticDataModule):
             **kwargs,
         )
         self.use_instances = use_instances
+        self.instance_bit_depth = instance_bit_depth
 
     def find_samples(self, split: str) -> list[SemanticSample]:
         image_dir = Path(self.root) / "leftImg8bit" / split

@@ -87,6 +87,11 @@ class DeepFashionDataModule(PersonPairDataModule):
         entries = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
         return [_resolve_image(self.root, entry, list_file) for entry in entries]
 
+    def fid_reference_images(self, split: Split) -> list[Path]:
+        """The split's ``.lst`` images, each once: PIDM's FID reference is every training image listed there,
+        including those no pair uses."""
+        return list(dict.fromkeys(self.image_list(split)))
+
 
 class DeepFashionPATNDataModule(PersonPairDataModule):
     """DeepFashion in the PATN CSV layout.

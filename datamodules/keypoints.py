@@ -164,14 +164,3 @@ def resize_keypoints(
     out[:, 1] = keypoints[:, 1] * (to_size[0] / from_size[0]) - crop[1]
     out[missing] = MISSING
     return out
-
-
-def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
-    """Mirror keypoints horizontally the way a pixel flip of a ``width``-wide image mirrors column indices.
-
-    Joint identities are not swapped, matching the official loader, which mirrors the rendered skeleton as pixels.
-    """
-    out = keypoints.astype(np.float64, copy=True)
-    visible = out[:, 0] != MISSING
-    out[visible, 0] = (width - 1) - out[visible, 0]
-    return out

@@ -15,15 +15,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from datamodules.keypoints import (
-    flip_keypoints,
-    load_keypoints_txt,
-    load_patn_csv,
-    resize_keypoints,
-    transform_keypoints,
-)
+from datamodules.image_sets import ImageSetFingerprint
+from datamodules.keypoints import load_keypoints_txt, load_patn_csv, resize_keypoints, transform_keypoints
 from datamodules.pose_rendering import POSE_CHANNELS, PoseEncoding, render_pose
 from datamodules.loaders import DataLoaderSettings
 from datamodules.robust import BadSamplePolicy, GuardedDataset
@@ -140,7 +135,7 @@ class PersonPairDataset(GuardedDataset):
             otherwise use the first source with no augmentation.
         both_directions: in training, let each line yield source->target and target->source samples.
         scale_augmentation: upper bound of the random up-scale ``s ~ U(0, scale_augmentation)`` before cropping back.
-        flip_prob: probability of one horizontal flip applied jointly to both images and both poses.
+        flip_prob: probability of one horizontal flip applied jointly to both images and both rendered poses.
         on_bad_sample: ``"stop"`` or ``"skip"`` on an unreadable image or pose file.
     """
 
@@ -218,12 +213,40 @@ class PersonPairDataset(GuardedDataset):
         if scale_size is not None:
             image = album_geometric.resize(image, scale_size, cv2.INTER_CUBIC)
             image = album_crops.crop(image, crop[0], crop[1], crop[0] + width, crop[1] + height)
-        if flip:
-            image = album_geometric.hflip(image)
-            keypoints = flip_keypoints(keypoints, width)
         pose = render_pose(keypoints, height, width, self.pose_encoding, self.heatmap_sigma)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+        if flip:
+            # Flipped as rendered pixels, as the official loader does; rendering mirrored keypoints instead would
+            # rasterise differently (truncated joint coordinates, rounded limb angles) and miss it by a pixel.
+            tensor, pose = tensor.flip(-1), pose.flip(-1)
         return tensor, pose
+
+
+class ReferenceImageDataset(Dataset):
+    """Photos alone, each once, at the evaluation size and without augmentation: a FID real set.
+
+    Items are ``{"image": (3, H, W) float32 in [-1, 1], "path": str}``, resized like the pair images (PIL's
+    antialiased bicubic); an unreadable file raises naming it.
+
+    Args:
+        paths: the photos, in the order they are served.
+        image_size: ``(H, W)`` of the returned images.
+    """
+
+    def __init__(self, paths: list[Path], image_size: tuple[int, int]) -> None:
+        self.paths = paths
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        path = self.paths[index]
+        image = read_rgb(path)
+        if image.shape[:2] != self.image_size:
+            height, width = self.image_size
+            image = np.array(Image.fromarray(image).resize((width, height), Image.BICUBIC))
+        return {"image": torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0), "path": str(path)}
 
 
 class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
@@ -320,3 +343,19 @@ class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
 
     def test_dataloader(self) -> DataLoader:
         return self.evaluation_loader(self.datasets["test"], evaluation_sampler(self.datasets["test"]))
+
+    def fid_reference_images(self, split: Split) -> list[Path]:
+        """The split's distinct photos (targets and sources of its pairs, each once, in first-listed order): the
+        FID real set, which PIDM's protocol takes from every training image."""
+        photos = (posed.image_path for sample in self.read_pairs(split) for posed in (sample.target, *sample.sources))
+        return list(dict.fromkeys(photos))
+
+    def fid_reference_fingerprint(self, split: Split) -> ImageSetFingerprint:
+        """What identifies :meth:`fid_reference_images` to cached FID statistics: root, file list, count, size."""
+        return ImageSetFingerprint.of_files(self.root, self.fid_reference_images(split), self.image_size)
+
+    def fid_reference_dataloader(self, split: Split) -> DataLoader:
+        """:meth:`fid_reference_images` at the evaluation size without augmentation, in order, sharded over the
+        ranks of a process group with every photo seen exactly once."""
+        dataset = ReferenceImageDataset(self.fid_reference_images(split), self.image_size)
+        return self.evaluation_loader(dataset, evaluation_sampler(dataset))

@@ -21,13 +21,21 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.image_sets import ImageSetFingerprint
 from datamodules.palettes import bit_interleaved_palette
 from datamodules.loaders import DataLoaderSettings
 from datamodules.robust import BadSamplePolicy, GuardedDataset
 from datamodules.sampling import evaluation_sampler
-from datamodules.semantic_files import SemanticSample, read_index_map, read_rgb
+from datamodules.semantic_files import (
+    INDEX_MAP_INTERPOLATION,
+    SemanticSample,
+    fit_index_map,
+    read_index_map,
+    read_rgb,
+)
 
 LabelRemap = Callable[[np.ndarray], np.ndarray]
+RAW_LABEL_VALUES = 2**16  # label PNGs hold 8- or 16-bit values
 InstanceSource = Literal["none", "file", "label"]
 TrainTransform = Literal["random_resized_crop", "resize"]
 
@@ -57,12 +65,14 @@ class LabelSpec:
             instance map, so edges follow label boundaries).
         remap: applied to the raw file values before validation; ``None`` keeps them.
         class_names: one name per class, when known.
+        instance_remap: applied to the raw values of instance map files; ``None`` keeps them.
     """
 
     num_classes: int
     instances: InstanceSource = "none"
     remap: LabelRemap | None = None
     class_names: tuple[str, ...] | None = None
+    instance_remap: LabelRemap | None = None
 
 
 def to_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -76,7 +86,7 @@ def to_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
 def build_transform(
     size: tuple[int, int], train: bool, train_transform: TrainTransform, flip: bool, min_crop_fraction: float
 ) -> A.Compose:
-    """Geometric pipeline shared by image and masks (masks always resized nearest).
+    """Geometric pipeline shared by image and masks (masks always resized nearest, at pixel centres like PIL).
 
     Images use bicubic when upscaling and area averaging when downscaling (``area_for_downscale``); area averages
     every source pixel like the official repeated box-halving before its final bicubic step, so large
@@ -88,7 +98,7 @@ def build_transform(
     side in [S, ceil(S/0.8)]". ``resize`` (and every evaluation pipeline) squashes the image to ``size``.
     """
     height, width = size
-    resize = dict(interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST, area_for_downscale="image")
+    resize = dict(interpolation=cv2.INTER_CUBIC, mask_interpolation=INDEX_MAP_INTERPOLATION, area_for_downscale="image")
     if train and train_transform == "random_resized_crop":
         short = min(height, width)
         covers = [
@@ -132,11 +142,7 @@ class SemanticImageDataset(GuardedDataset):
         return len(self.samples)
 
     def _read_label(self, sample: SemanticSample, image_shape: tuple[int, ...]) -> np.ndarray:
-        label = read_index_map(sample.label)
-        if label.shape != image_shape[:2]:
-            raise ValueError(
-                f"label {sample.label} has size {label.shape} but image {sample.image} has size {image_shape[:2]}"
-            )
+        label = fit_index_map(read_index_map(sample.label), sample.label, image_shape[:2], sample.image, "label map")
         if self.spec.remap is not None:
             label = self.spec.remap(label)
         low, high = int(label.min()), int(label.max())
@@ -155,12 +161,11 @@ class SemanticImageDataset(GuardedDataset):
             return None
         if sample.instance is None:
             raise ValueError(f"image {sample.image} has no instance map")
-        instance = read_index_map(sample.instance)
-        if instance.shape != label.shape:
-            raise ValueError(
-                f"instance map {sample.instance} has size {instance.shape} but image {sample.image} "
-                f"has size {label.shape}"
-            )
+        instance = fit_index_map(
+            read_index_map(sample.instance), sample.instance, label.shape, sample.image, "instance map"
+        )
+        if self.spec.instance_remap is not None:
+            instance = self.spec.instance_remap(instance)
         return instance
 
     def describe(self, index: int) -> str:
@@ -171,7 +176,7 @@ class SemanticImageDataset(GuardedDataset):
         image = read_rgb(sample.image)
         label = self._read_label(sample, image.shape)
         instance = self._read_instance(sample, label)
-        # int32 masks: cv2 resizes them losslessly (nearest) and they hold 16-bit instance ids.
+        # int32 masks: cv2 resizes them losslessly (nearest, pixel centres) and they hold 16-bit instance ids.
         masks = [label.astype(np.int32)] + ([instance.astype(np.int32)] if instance is not None else [])
         self.transform.set_random_seed(int(torch.randint(2**62, ())) if seed is None else seed)
         out = self.transform(image=image, masks=masks)
@@ -260,6 +265,17 @@ class SemanticDataModule(DataLoaderSettings, pl.LightningDataModule, abc.ABC):
         """Class names indexed by (remapped) class id, when known."""
         return self.spec.class_names
 
+    def raw_label_lut(self) -> torch.Tensor:
+        """The class id of every raw value a label PNG can hold (0..65535), after the dataset's remap.
+
+        int16 of length 65536, -1 where a raw value is no class of this dataset. The SDM module stores it in its
+        checkpoints, so label maps given to ``predict`` decode as in training wherever the checkpoint goes.
+        """
+        raw = np.arange(RAW_LABEL_VALUES, dtype=np.int64)
+        classes = raw if self.spec.remap is None else self.spec.remap(raw)
+        valid = (classes >= 0) & (classes < self.spec.num_classes)
+        return torch.from_numpy(np.where(valid, classes, -1).astype(np.int16))
+
     @property
     def palette(self) -> torch.Tensor:
         """Fixed uint8 colours ``(num_classes, 3)`` for visualising label maps."""
@@ -299,3 +315,11 @@ class SemanticDataModule(DataLoaderSettings, pl.LightningDataModule, abc.ABC):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+    def image_fingerprint(self, role: str = "test") -> ImageSetFingerprint:
+        """What identifies the images of a role's split (``train``, ``val`` or ``test``) to cached FID statistics:
+        root, file list, count and the size they are served at. The test command's FID real set is ``test``."""
+        if role not in self.splits:
+            raise ValueError(f"unknown role {role!r}; choose one of {sorted(self.splits)}")
+        samples = self._dataset(role).samples
+        return ImageSetFingerprint.of_files(self.root, [sample.image for sample in samples], self.image_size)

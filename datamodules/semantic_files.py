@@ -9,6 +9,11 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
+# Nearest neighbour sampled at pixel centres, as PIL's NEAREST (the official loaders' label resize). cv2.INTER_NEAREST
+# samples at pixel corners instead: at a 4x downscale it picks source pixel 4i rather than 4i + 2, shifting the map
+# by half an output pixel against its image.
+INDEX_MAP_INTERPOLATION = cv2.INTER_NEAREST_EXACT
+
 
 @dataclass(frozen=True)
 class SemanticSample:
@@ -101,3 +106,34 @@ def read_index_map(path: Path) -> np.ndarray:
     if values.ndim != 2:
         raise ValueError(f"index map {path} must be single-channel, got shape {values.shape}")
     return values.astype(np.int64)
+
+
+def _integer_scale_apart(size_a: tuple[int, int], size_b: tuple[int, int]) -> bool:
+    """Whether one ``(H, W)`` size is the other times one integer factor on both sides."""
+    small, large = sorted((size_a, size_b))
+    return all(big % little == 0 for little, big in zip(small, large)) and large[0] // small[0] == large[1] // small[1]
+
+
+def fit_index_map(
+    values: np.ndarray, path: Path, image_size: tuple[int, int], image_path: Path, kind: str
+) -> np.ndarray:
+    """Bring a label or instance map (``kind``, for messages) read from ``path`` to the size of its image.
+
+    A map of the image's size is returned as is; one that differs by a single integer factor on both sides (the
+    512² part masks of CelebAMask-HQ's 1024² photos) is resized nearest-neighbour at pixel centres.
+
+    Raises:
+        ValueError: any other size (another aspect ratio, swapped sides, a non-integer factor), naming both files
+            and both sizes.
+    """
+    if values.shape == image_size:
+        return values
+    if not _integer_scale_apart(values.shape, image_size):
+        height, width = values.shape
+        raise ValueError(
+            f"{kind} {path} has size {height}x{width} but image {image_path} has size "
+            f"{image_size[0]}x{image_size[1]}; a map must match its image or differ by one integer factor on both sides"
+        )
+    # int32 keeps 16-bit ids exact; cv2.resize has no int64 support.
+    resized = cv2.resize(values.astype(np.int32), image_size[::-1], interpolation=INDEX_MAP_INTERPOLATION)
+    return resized.astype(values.dtype)

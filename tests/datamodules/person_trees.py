@@ -90,10 +90,13 @@ def write_patn_fashion_tree(root: Path, image_size: tuple[int, int] = (64, 44)) 
     return root
 
 
-def write_market_tree(root: Path, image_size: tuple[int, int] = (128, 64)) -> Path:
-    """Market-1501 PATN layout: 3 train and 2 test photos in ``bounding_box_{train,test}/``."""
-    _write_patn_split(root, "market", "bounding_box_train", "train",
+def write_market_tree(
+    root: Path, image_size: tuple[int, int] = (128, 64), photo_dir_pattern: str = "bounding_box_{}"
+) -> Path:
+    """Market-1501 PATN layout: 3 train and 2 test photos in ``photo_dir_pattern`` formatted with the split (the raw
+    release's ``bounding_box_{train,test}/`` by default, ``"{}"`` for PATN/GFLA's ``train/`` and ``test/``)."""
+    _write_patn_split(root, "market", photo_dir_pattern.format("train"), "train",
                       [f"0002_c1s1_00{i}_01.jpg" for i in range(3)], image_size)
-    _write_patn_split(root, "market", "bounding_box_test", "test",
+    _write_patn_split(root, "market", photo_dir_pattern.format("test"), "test",
                       [f"0005_c2s1_00{i}_01.jpg" for i in range(2)], image_size)
     return root

@@ -1,9 +1,12 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datamodules.cityscapes import CityscapesDataModule
+from lightning_modules.conditioning import instance_edges
 from trees import build_cityscapes_tree
 
 
@@ -39,3 +42,34 @@ def test_pairing_uses_city_and_frame(tmp_path: Path) -> None:
     (tmp_path / "gtFine/val/lindau/lindau_000001_000019_gtFine_instanceIds.png").unlink()
     with pytest.raises(ValueError, match=r"lindau_000001_000019_leftImg8bit\.png has no matching instance"):
         make_module(tmp_path).setup("test")
+
+
+def car_boundary_edges(module: CityscapesDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instance map and edge map of the first validation frame (evaluation: no flip, same size)."""
+    module.setup("validate")
+    instance = module.datasets["val"][0]["instance"]
+    return instance, instance_edges(instance[None])[0, 0]
+
+
+def test_16_bit_instances_separate_touching_cars(tmp_path: Path) -> None:
+    build_cityscapes_tree(tmp_path)
+    instance, edges = car_boundary_edges(make_module(tmp_path))
+    assert set(instance.unique().tolist()) == {0, 7, 26001, 26002}
+    assert edges[12, 7] == 1 and edges[12, 8] == 1  # where the two cars touch
+
+
+def test_8_bit_instances_reproduce_the_official_pil_conversion(tmp_path: Path) -> None:
+    build_cityscapes_tree(tmp_path)
+    module = make_module(tmp_path, instance_bit_depth=8)
+    instance, edges = car_boundary_edges(module)
+    path = module.datasets["val"].samples[0].instance
+    with Image.open(path) as official:
+        assert torch.equal(instance, torch.from_numpy(np.array(official.convert("L"))).long())
+    assert set(instance.unique().tolist()) == {0, 7, 255}
+    assert edges[12, 7] == 0 and edges[12, 8] == 0  # both cars saturate to 255: no edge between them
+    assert edges[7, 3] == 1 and edges[8, 3] == 1  # car/road boundary survives
+
+
+def test_instance_bit_depth_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="instance_bit_depth must be 8 or 16, got 12"):
+        make_module(tmp_path, instance_bit_depth=12)

@@ -4,7 +4,6 @@ import pytest
 from datamodules.keypoints import (
     LIMBS,
     NUM_KEYPOINTS,
-    flip_keypoints,
     load_keypoints_txt,
     load_patn_csv,
     resize_keypoints,
@@ -91,12 +90,8 @@ def test_to_txt_frame_inverts_transform():
     np.testing.assert_allclose(transform_keypoints(to_txt_frame(image_points, (32, 32)), (32, 32)), image_points)
 
 
-def test_resize_and_flip_keep_missing():
+def test_resize_keeps_missing():
     points = _keypoints()
     resized = resize_keypoints(points, (256, 176), (128, 88), crop=(2, 0))
     np.testing.assert_allclose(resized[0], [50 / 2 - 2, 3 / 2])
     assert (resized[7] == -1).all()
-    flipped = flip_keypoints(points, width=200)
-    np.testing.assert_allclose(flipped[0], [149.0, 3.0])
-    assert (flipped[7] == -1).all()
-    np.testing.assert_array_equal(flip_keypoints(flipped, width=200), points)

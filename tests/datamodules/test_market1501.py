@@ -11,8 +11,10 @@ def _module(root, **kwargs):
     return module
 
 
-def test_native_128x64_batches(tmp_path):
-    module = _module(write_market_tree(tmp_path))
+@pytest.mark.parametrize("photo_dir", ["bounding_box_{}", "{}"], ids=["raw-release", "patn-gfla"])
+def test_native_128x64_batches(tmp_path, photo_dir):
+    module = _module(write_market_tree(tmp_path, photo_dir_pattern=photo_dir))
+    assert module.datasets["test"].samples[0].target.image_path.parent == tmp_path / photo_dir.format("test")
     assert module.image_size == (128, 64) and module.pose_channels == 20
     assert len(module.datasets["train"]) == 6 and len(module.datasets["test"]) == 2
     batch = next(iter(module.train_dataloader()))
@@ -47,4 +49,13 @@ def test_missing_photo_and_bad_header_name_the_pair_file(tmp_path):
         _module(root)
     (root / "market-pairs-train.csv").write_text("source,target\na,b\n")
     with pytest.raises(ValueError, match=r"market-pairs-train\.csv.*'from,to'"):
+        _module(root)
+
+
+def test_missing_photo_folder_names_both_candidates(tmp_path):
+    root = write_market_tree(tmp_path, photo_dir_pattern="{}")
+    for photo in (root / "test").iterdir():
+        photo.unlink()
+    (root / "test").rmdir()
+    with pytest.raises(FileNotFoundError, match=r"neither \S*/test nor \S*/bounding_box_test exists"):
         _module(root)

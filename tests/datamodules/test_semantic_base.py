@@ -5,10 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datamodules.ade20k import ADE20KDataModule
 from datamodules.palettes import bit_interleaved_palette
 from datamodules.robust import ResumableSampler
+from datamodules.semantic_base import LabelSpec, SemanticImageDataset, build_transform
+from datamodules.semantic_files import SemanticSample
 from trees import build_ade20k_tree, write_image, write_map
 
 ADE = "ADEChallengeData2016"
@@ -62,12 +65,6 @@ def test_out_of_range_label_names_file_and_value(tmp_path: Path) -> None:
     label[0, 0] = 200  # ADE remap: 200 -> 199 > 150
     write_split_image(tmp_path, "bad", np.zeros((24, 32, 3), np.uint8), label)
     with pytest.raises(ValueError, match=r"bad\.png contains class 199"):
-        first_item(make_module(tmp_path))
-
-
-def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
-    write_split_image(tmp_path, "odd", np.zeros((24, 32, 3), np.uint8), np.zeros((24, 30), np.uint8))
-    with pytest.raises(ValueError, match=r"annotations/validation/odd\.png.*images/validation/odd\.png"):
         first_item(make_module(tmp_path))
 
 
@@ -146,3 +143,95 @@ def test_training_split_smaller_than_batch_is_an_error(tmp_path: Path) -> None:
     build_ade20k_tree(tmp_path)
     with pytest.raises(ValueError, match="fewer than batch_size=4"):
         make_module(tmp_path, batch_size=4).setup("fit")
+
+
+def write_id_maps(root: Path, image_size: tuple[int, int], map_size: tuple[int, int]) -> SemanticSample:
+    """A black photo with 16-bit label and instance maps holding a distinct id per pixel (``row * width + col``)."""
+    ids = np.arange(map_size[0] * map_size[1], dtype=np.uint16).reshape(map_size)
+    write_image(root / "photo.png", np.zeros((*image_size, 3), np.uint8))
+    write_map(root / "label.png", ids)
+    write_map(root / "instance.png", ids)
+    return SemanticSample(root / "photo.png", root / "label.png", root / "instance.png")
+
+
+def id_map_dataset(sample: SemanticSample, size: tuple[int, int], train: bool) -> SemanticImageDataset:
+    spec = LabelSpec(num_classes=2**16, instances="file")
+    transform = build_transform(size, train, "random_resized_crop", flip=False, min_crop_fraction=0.8)
+    return SemanticImageDataset([sample], spec, transform)
+
+
+def pil_nearest(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.array(Image.fromarray(ids.astype(np.int32)).resize(size[::-1], Image.NEAREST))
+
+
+@pytest.mark.parametrize("size", [(12, 16), (30, 40), (67, 83), (120, 160), (48, 64)])
+def test_mask_resizes_pick_the_pixels_pil_nearest_picks(tmp_path: Path, size: tuple[int, int]) -> None:
+    """4x down, non-integer down and up, 2.5x up, identity: every id lands where PIL's NEAREST puts it."""
+    sample = write_id_maps(tmp_path, (48, 64), (48, 64))
+    item = id_map_dataset(sample, size, train=False)[0]
+    expected = pil_nearest(np.arange(48 * 64).reshape(48, 64), size)
+    np.testing.assert_array_equal(item["label"].numpy(), expected)
+    np.testing.assert_array_equal(item["instance"].numpy(), expected)
+
+
+def pil_nearest_indices(source: int, target: int) -> np.ndarray:
+    """The source index PIL's NEAREST picks for each of ``target`` pixels along one axis of length ``source``."""
+    return pil_nearest(np.arange(source)[None, :], (1, target))[0]
+
+
+def is_pil_window(picked: np.ndarray, source: int) -> bool:
+    """Whether ``picked`` is a crop of a PIL nearest resize of a ``source``-long axis to some length."""
+    length = len(picked)
+    return any(
+        np.array_equal(indices[offset : offset + length], picked)
+        for target in range(length, 2 * source + 1)
+        for indices in [pil_nearest_indices(source, target)]
+        for offset in range(target - length + 1)
+    )
+
+
+def test_random_resized_crop_masks_are_pil_nearest_windows(tmp_path: Path) -> None:
+    sample = write_id_maps(tmp_path, (48, 64), (48, 64))
+    dataset = id_map_dataset(sample, (16, 20), train=True)
+    torch.manual_seed(0)
+    for _ in range(5):
+        label = dataset[0]["label"].numpy()
+        rows, cols = label // 64, label % 64
+        assert (rows == rows[:, :1]).all() and (cols == cols[:1]).all()
+        assert is_pil_window(rows[:, 0], 48) and is_pil_window(cols[0], 64)
+
+
+@pytest.mark.parametrize(
+    "label_size",
+    [(24, 30), (32, 24), (18, 24), (36, 48)],
+    ids=["other-aspect", "swapped-sides", "factor-3/4", "factor-3/2"],
+)
+def test_label_size_mismatch_names_both_files_and_sizes(tmp_path: Path, label_size: tuple[int, int]) -> None:
+    write_split_image(tmp_path, "odd", np.zeros((24, 32, 3), np.uint8), np.zeros(label_size, np.uint8))
+    height, width = label_size
+    with pytest.raises(
+        ValueError,
+        match=rf"label map \S*annotations/validation/odd\.png has size {height}x{width} "
+        rf"but image \S*images/validation/odd\.png has size 24x32",
+    ):
+        first_item(make_module(tmp_path))
+
+
+def test_maps_an_integer_factor_apart_are_resized_to_the_image(tmp_path: Path) -> None:
+    sample = write_id_maps(tmp_path, (24, 32), (48, 64))
+    item = id_map_dataset(sample, (24, 32), train=False)[0]
+    expected = pil_nearest(np.arange(48 * 64).reshape(48, 64), (24, 32))
+    np.testing.assert_array_equal(item["label"].numpy(), expected)
+    np.testing.assert_array_equal(item["instance"].numpy(), expected)
+
+
+def test_instance_size_mismatch_names_both_files_and_sizes(tmp_path: Path) -> None:
+    build_ade20k_tree(tmp_path, size=(24, 32), instances=True)
+    bad = tmp_path / ADE / "annotations_instance" / "validation" / "ADE_validation_00000000.png"
+    write_map(bad, np.zeros((20, 32), np.uint16))
+    with pytest.raises(
+        ValueError,
+        match=r"instance map \S*ADE_validation_00000000\.png has size 20x32 "
+        r"but image \S*ADE_validation_00000000\.jpg has size 24x32",
+    ):
+        first_item(make_module(tmp_path, use_instances=True))

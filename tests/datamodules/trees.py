@@ -69,13 +69,19 @@ def build_cityscapes_tree(root: Path, size: tuple[int, int] = (16, 32)) -> Path:
     return root
 
 
-def build_celebamask_hq_tree(root: Path, size: tuple[int, int] = (32, 32)) -> Path:
-    """Prepared layout ``root/{train,test}/{images/<i>.jpg,labels/<i>.png}`` with labels in 0..18."""
+def build_celebamask_hq_tree(
+    root: Path, size: tuple[int, int] = (32, 32), label_size: tuple[int, int] | None = None
+) -> Path:
+    """Prepared layout ``root/{train,test}/{images/<i>.jpg,labels/<i>.png}`` with labels in 0..18.
+
+    ``label_size`` (default ``size``) lets the labels differ from the photos, as the release's 512² masks of 1024²
+    photos do.
+    """
     rng = np.random.default_rng(2)
     for split, indices in (("train", (0, 1)), ("test", (2, 3))):
         for i in indices:
             write_image(root / split / "images" / f"{i}.jpg", random_rgb(rng, size))
-            write_map(root / split / "labels" / f"{i}.png", random_map(rng, size, [0, 1, 13, 18]))
+            write_map(root / split / "labels" / f"{i}.png", random_map(rng, label_size or size, [0, 1, 13, 18]))
     return root
 
 
