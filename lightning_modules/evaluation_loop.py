@@ -3,19 +3,24 @@
 :class:`EvaluationTestLoop` is mixed into :class:`~lightning_modules.base.DiffusionLitModule`, which sets the
 attributes it reads: ``evaluation`` (an :class:`EvaluationConfig` or None), ``test_sampling`` and
 ``test_num_samples`` (a ``SumMetric`` that ``test_step`` updates). A subclass implements
-:meth:`EvaluationTestLoop.evaluate_test_batch`. Results: ``test/<metric>`` logs, ``<log_dir>/test/metrics.json``
-(rank zero), PNGs under ``<log_dir>/test/`` and ``hp/<metric>`` in the logger's hyperparameter view.
+:meth:`EvaluationTestLoop.evaluate_test_batch` and, in its ``on_test_start``, calls
+:meth:`EvaluationTestLoop.start_test_evaluation` with the images FID's real statistics describe. Results:
+``test/<metric>`` logs, ``<log_dir>/test/metrics.json`` (rank zero), PNGs under ``<log_dir>/test/`` and
+``hp/<metric>`` in the logger's hyperparameter view.
 """
 
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.seed import isolate_rng
+from tqdm.auto import tqdm
 
+from datamodules.image_sets import ImageSetFingerprint
 from lightning_modules.evaluation_io import TestOutputDir
 from lightning_modules.metrics import EvaluationConfig, EvaluationMetrics
 
@@ -38,7 +43,10 @@ def segmenter_hint(config: EvaluationConfig) -> str:
 
 
 class EvaluationTestLoop:
-    """Test hooks: build the metrics on the device, check the output folder is new, report at the epoch end."""
+    """Test hooks: build the metrics on the device, check the output folder is new, report at the epoch end.
+
+    Under DDP every method here runs on every rank: each reaches collectives (broadcast, metric syncs).
+    """
 
     @abstractmethod
     def evaluate_test_batch(self, batch: Mapping[str, Any], metrics: EvaluationMetrics, outputs: TestOutputDir) -> None:
@@ -48,7 +56,16 @@ class EvaluationTestLoop:
         """
 
     def on_test_start(self) -> None:
+        """Reset the sample count; a subclass then calls :meth:`start_test_evaluation`."""
         self.test_num_samples.reset()
+
+    def start_test_evaluation(self, fid_real_images: ImageSetFingerprint | None) -> None:
+        """Check the output folder is new and build the metrics on the device (nothing without ``evaluation``).
+
+        Args:
+            fid_real_images: The images FID's real statistics describe, from the DataModule: they key the
+                statistics cache, and their count is what complete statistics hold. None only without FID.
+        """
         if self.evaluation is None:
             return
         outputs = TestOutputDir(Path(self.trainer.log_dir) / "test")
@@ -57,10 +74,37 @@ class EvaluationTestLoop:
             raise FileExistsError(conflict)
         # Plain attributes, not submodules: metric networks stay out of checkpoints, DDP and precision casts.
         object.__setattr__(self, "test_outputs", outputs)
-        object.__setattr__(self, "test_metrics", EvaluationMetrics(self._run_evaluation_config(), self.device))
-        if self.test_metrics.fid_needs_real:
-            rank_zero_info("FID: no cached real statistics for this protocol; computing them from the real test "
-                           "images as they stream through (and caching them when fid.stats_dir is set)")
+        metrics = EvaluationMetrics(self._run_evaluation_config(), self.device, fid_real_images)
+        object.__setattr__(self, "test_metrics", metrics)
+        if metrics.fid_needs_real:
+            rank_zero_info("FID: no cached real statistics for these images; computing them in this run (cached when "
+                           "fid.stats_dir is set and every real image is seen)")
+
+    def fid_datamodule(self, *methods: str) -> Any:
+        """The trainer's DataModule, checked to have ``methods``, which describe or serve FID's real images."""
+        datamodule = self.trainer.datamodule
+        missing = [name for name in methods if not callable(getattr(datamodule, name, None))]
+        if missing:
+            raise TypeError(f"evaluation.fid needs the test DataModule to provide {', '.join(missing)} for its real "
+                            f"images; {type(datamodule).__name__} does not. Use a condiff DataModule, or set "
+                            "evaluation.fid to null")
+        return datamodule
+
+    def compute_fid_reference(self, loader: Iterable[Mapping[str, Any]], description: str) -> None:
+        """Feed every real image of ``loader`` to FID, then finish (and cache) the statistics.
+
+        The pass leaves the global random state as it found it (loaders draw from it), so samplers that use it give
+        the same images whether or not the statistics were cached.
+
+        Args:
+            loader: Batches with ``image`` in [-1, 1], sharded over the ranks with every image seen once.
+            description: What the images are, for the progress bar (e.g. ``"train images"``).
+        """
+        show = self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None
+        with isolate_rng():
+            for batch in tqdm(loader, desc=f"FID real statistics ({description})", disable=not show):
+                self.test_metrics.update_fid_real(batch["image"].to(self.device))
+        self.test_metrics.finish_real_stats()
 
     def _run_evaluation_config(self) -> EvaluationConfig:
         """The evaluation config, checked for what would only fail after sampling (a missing segmenter file)."""
@@ -76,14 +120,17 @@ class EvaluationTestLoop:
         if self.evaluation is None:
             return
         scores = {name: float(value) for name, value in self.test_metrics.compute().items()}  # every rank
+        counts = self.test_metrics.counts()  # every rank
         for name, value in scores.items():
             self.log(f"test/{name}", value, sync_dist=True)
         params = {"checkpoint": str(self.trainer.ckpt_path), "test_sampling": asdict(self.test_sampling),
                   "num_samples": num_samples}
         if self.trainer.is_global_zero:
+            self._warn_if_fid_partial(counts)
             path = self.test_outputs.write_metrics({
                 **params,
                 "metrics": scores,
+                "counts": counts,
                 "protocol": self.test_metrics.description,
                 "evaluation": asdict(self.test_metrics.config),
                 "model": type(self).__name__,
@@ -92,3 +139,13 @@ class EvaluationTestLoop:
         for logger in self.loggers:
             log_to_hparams_view(logger, params, {f"hp/{name}": value for name, value in scores.items()})
         self.test_metrics.reset()
+
+    def _warn_if_fid_partial(self, counts: Mapping[str, int]) -> None:
+        """Warn when FID saw fewer generated images than the full test split holds (the protocol's count)."""
+        dataset = getattr(self.trainer.test_dataloaders, "dataset", None)
+        if "fid_generated" not in counts or not isinstance(dataset, Sized):
+            return
+        if counts["fid_generated"] < len(dataset):
+            rank_zero_warn(f"FID computed from {counts['fid_generated']} generated images, but the full test split "
+                           f"has {len(dataset)} (e.g. --trainer.limit_test_batches): not comparable with the "
+                           "protocol's full-split FID")

@@ -117,6 +117,9 @@ def test_full_run_writes_paired_pngs_metrics_json_and_hparams(workspace, first_r
     assert all(math.isfinite(value) for value in report["metrics"].values())
     assert report["metrics"]["fid"] > 0 and 0 <= report["metrics"]["miou"] <= 1
     assert report["num_samples"] == NUM_TEST
+    assert report["counts"] == {"fid_real": NUM_TEST, "fid_generated": NUM_TEST, "lpips": NUM_TEST}
+    assert report["protocol"]["fid"]["images"]["count"] == NUM_TEST
+    assert report["protocol"]["fid"]["images"]["root"] == str((workspace / "shapes").resolve())
     assert report["checkpoint"].endswith("version_0/checkpoints/last.ckpt")
     assert report["test_sampling"] == {"sampler": "ddim", "steps": 2, "guidance_scale": 1.0, "eta": 0.0, "seed": 0}
     assert report["protocol"]["fid"]["extractor"]["weights"] == "default_1.pt"  # the real fid-helper TorchScript
@@ -134,17 +137,42 @@ def test_full_run_writes_paired_pngs_metrics_json_and_hparams(workspace, first_r
 @pytest.mark.slow
 def test_a_second_run_never_overwrites_the_first(workspace, first_run):
     first_report = (first_run / "test" / "metrics.json").read_text()
-    with pytest.warns(UserWarning, match=r"mIoU skipped.*configs/segmenter/shapes\.yaml"):
+    with pytest.warns(UserWarning) as warned:
         run_test(evaluation_args(workspace, "stats", "--trainer.limit_test_batches=1"))
+    messages = [str(warning.message) for warning in warned]
+    assert any(re.search(r"mIoU skipped.*configs/segmenter/shapes\.yaml", message) for message in messages)
+    assert f"FID computed from 2 generated images, but the full test split has {NUM_TEST}" in " ".join(messages)
     second = workspace / "runs/sdm_shapes/version_2/test"
     report = json.loads((second / "metrics.json").read_text())
     assert set(report["metrics"]) == {"fid", "lpips"} and report["num_samples"] == 2
     assert report["protocol"]["fid"]["real_stats_cached"] is True  # the first run's real statistics were reused
+    assert report["counts"] == {"fid_real": NUM_TEST, "fid_generated": 2, "lpips": 2}
     assert (first_run / "test" / "metrics.json").read_text() == first_report
 
     with pytest.raises(FileExistsError, match="outputs of an earlier test run"):
         run_test(evaluation_args(workspace, "stats", "--trainer.logger.init_args.version=1"))
     assert (first_run / "test" / "metrics.json").read_text() == first_report
+
+
+@pytest.mark.slow
+def test_a_partial_run_never_writes_the_cache_and_a_full_run_computes_fresh_statistics(workspace, first_run):
+    stats = workspace / "stats_partial"
+    with pytest.warns(UserWarning) as warned:
+        run_test(evaluation_args(workspace, "stats_partial", "--trainer.limit_test_batches=1",
+                                 "--trainer.logger.init_args.name=partial"))
+    assert re.search(rf"FID real statistics come from 2 images.*has {NUM_TEST}.*not cached",
+                     " ".join(str(warning.message) for warning in warned))
+    partial = json.loads((workspace / "runs/partial/version_0/test/metrics.json").read_text())
+    assert partial["counts"]["fid_real"] == 2 and partial["counts"]["fid_generated"] == 2
+    assert not list(stats.glob("*.pt"))
+
+    run_test(evaluation_args(workspace, "stats_partial", "--trainer.logger.init_args.name=partial"))
+    full = json.loads((workspace / "runs/partial/version_1/test/metrics.json").read_text())
+    assert full["protocol"]["fid"]["real_stats_cached"] is False
+    assert full["counts"]["fid_real"] == NUM_TEST and full["counts"]["fid_generated"] == NUM_TEST
+    single = json.loads((first_run / "test" / "metrics.json").read_text())
+    assert full["metrics"]["fid"] == pytest.approx(single["metrics"]["fid"], rel=1e-5)
+    assert len(list(stats.glob("*.pt"))) == 1
 
 
 @pytest.mark.slow
@@ -158,6 +186,8 @@ def test_two_process_ddp_scores_every_sample_once(workspace, first_run):
     ddp = json.loads((workspace / "runs/ddp/version_0/test/metrics.json").read_text())
     single = json.loads((first_run / "test" / "metrics.json").read_text())
     assert ddp["num_samples"] == NUM_TEST  # 3 + 2 samples, none repeated to pad the second rank
+    assert ddp["counts"] == single["counts"]
+    assert len(list((workspace / "stats_ddp").glob("*.pt"))) == 1  # complete statistics, summed over the ranks
     assert ddp["metrics"] == pytest.approx(single["metrics"], rel=1e-4, abs=1e-5)
     generated = workspace / "runs/ddp/version_0/test/generated"
     single_generated = first_run / "test/generated"
@@ -182,6 +212,8 @@ def test_pidm_run_writes_pngs_and_metrics_and_refuses_reuse(workspace):
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["metrics"]) == {"fid", "lpips", "ssim", "part_colour_error", "identity_accuracy"}
     assert report["num_samples"] == 6
+    # split: test, the 6 distinct test images (each is a target once) as the reference
+    assert report["counts"] == {"fid_real": 6, "fid_generated": 6, "lpips": 6, "ssim": 6}
     assert all(math.isfinite(value) for value in report["metrics"].values())
     assert -1 <= report["metrics"]["ssim"] <= 1 and report["metrics"]["lpips"] >= 0
     assert 0 < report["metrics"]["part_colour_error"] < 442 and 0 <= report["metrics"]["identity_accuracy"] <= 1
@@ -192,9 +224,34 @@ def test_pidm_run_writes_pngs_and_metrics_and_refuses_reuse(workspace):
 
     with pytest.raises(FileExistsError, match="outputs of an earlier test run"):
         run_test(args("--trainer.logger.init_args.version=1"))
-    # The paper protocol's training-set reference needs cached statistics; the loop only streams test targets.
-    with pytest.raises(FileNotFoundError, match="split 'train'.*evaluation.fid.split=test"):
-        run_test(args("--model.init_args.evaluation.fid.split=train"))
+
+
+@pytest.mark.slow
+def test_pidm_training_reference_is_computed_once_then_reused(workspace):
+    """The paper configs' FID reference (every training image) on a fresh machine: computed, cached, reused."""
+    stats = workspace / "persons_train_stats"
+
+    def run(version: int) -> dict:
+        run_test(persons_args(
+            workspace, "--trainer.limit_test_batches=1.0", "--model.init_args.test_steps=2",
+            "--model.init_args.evaluation.fid.split=train", f"--model.init_args.evaluation.fid.stats_dir={stats}",
+            "--trainer.logger.init_args.name=pidm_train_reference",
+            f"--ckpt_path={workspace / 'runs/pidm_persons/version_0/checkpoints/last.ckpt'}",
+        ))  # fmt: skip
+        return json.loads((workspace / f"runs/pidm_train_reference/version_{version}/test/metrics.json").read_text())
+
+    first = run(0)
+    train_images = 3 * 6  # 3 training identities with 6 poses each
+    assert first["protocol"]["fid"]["real_stats_cached"] is False
+    assert first["protocol"]["fid"]["split"] == "train"
+    assert first["protocol"]["fid"]["images"]["count"] == train_images
+    assert first["counts"]["fid_real"] == train_images and first["counts"]["fid_generated"] == 6
+    assert len(list(stats.glob("persons-train-*.pt"))) == 1
+
+    second = run(1)
+    assert second["protocol"]["fid"]["real_stats_cached"] is True
+    assert second["counts"] == first["counts"]
+    assert second["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-6)
 
 
 def test_initial_noise_depends_only_on_name_seed_and_index():

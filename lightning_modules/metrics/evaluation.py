@@ -5,7 +5,8 @@ container) it stays out of the module tree, so Inception/LPIPS/segmenter weights
 wrapping or "-true" precision casts. Typical use::
 
     def on_test_start(self):
-        object.__setattr__(self, "metrics", EvaluationMetrics.from_config(self.evaluation, self.device))
+        real_images = self.trainer.datamodule.image_fingerprint("test")  # what the real statistics describe
+        object.__setattr__(self, "metrics", EvaluationMetrics.from_config(self.evaluation, self.device, real_images))
 
     def test_step(self, batch, batch_idx):
         fake = self.sample(batch)                          # [-1, 1]
@@ -21,6 +22,7 @@ All ``update_*`` methods take images in [-1, 1], round them to uint8 like PNG fi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 
@@ -29,8 +31,10 @@ from torch import Tensor
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassJaccardIndex
 
+from datamodules.image_sets import ImageSetFingerprint
 from lightning_modules.metrics.appearance import AppearanceTransfer
 from lightning_modules.metrics.config import EvaluationConfig, LPIPSConfig
+from lightning_modules.metrics.distributed import process_rank, rank_zero_choice, sum_over_ranks
 from lightning_modules.metrics.fid import build_fid
 from lightning_modules.metrics.fid_stats import load_real_stats, real_stats_key, real_stats_path, save_real_stats
 from lightning_modules.metrics.lpips import build_lpips, lpips_diversity, stargan_v2_inputs
@@ -44,11 +48,15 @@ class EvaluationMetrics:
     Args:
         config: Which metrics, which protocol, where the weights are.
         device: Where metric states and networks live (the LightningModule's device).
+        real_images: The images FID's real statistics describe (the DataModule gives it): part of the cache key,
+            and its count is how many real images make the statistics complete. Required with ``fid.stats_dir``.
     """
 
-    def __init__(self, config: EvaluationConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, config: EvaluationConfig, device: torch.device | str = "cpu",
+                 real_images: ImageSetFingerprint | None = None) -> None:
         self.config = config
         self.device = torch.device(device)
+        self.real_images = real_images
         self.description: dict[str, object] = {}
         self.fid = self.lpips_model = self.lpips = self.ssim = self.segmenter = self.miou = self.appearance = None
         self._real_stats_ready = False
@@ -76,22 +84,29 @@ class EvaluationMetrics:
             self.description["appearance"] = asdict(config.appearance)
 
     @classmethod
-    def from_config(cls, config: EvaluationConfig | Mapping, device: torch.device | str = "cpu") -> EvaluationMetrics:
+    def from_config(cls, config: EvaluationConfig | Mapping, device: torch.device | str = "cpu",
+                    real_images: ImageSetFingerprint | None = None) -> EvaluationMetrics:
         """Build from a config dataclass or a plain mapping (YAML block)."""
         if isinstance(config, Mapping):
             config = EvaluationConfig.from_dict(dict(config))
-        return cls(config, device)
+        return cls(config, device, real_images)
 
     def _build_fid(self) -> None:
         cfg = self.config.fid
+        if cfg.stats_dir is not None and self.real_images is None:
+            raise ValueError(f"evaluation.fid.stats_dir={cfg.stats_dir!r} caches real statistics per image set, but "
+                             "no real_images fingerprint was given to identify them; pass the DataModule's, or set "
+                             "stats_dir to null")
         fid, extractor = build_fid(cfg.extractor, cfg.antialias, self.config.weights_dir, self.config.offline,
                                      cfg.features)
         self.fid = fid.to(self.device)
-        self._real_stats_key = real_stats_key(cfg.dataset, cfg.split, cfg.resolution, cfg.resize, extractor)
+        images = None if self.real_images is None else asdict(self.real_images)
+        self._real_stats_key = real_stats_key(cfg.dataset, cfg.split, cfg.resolution, cfg.resize, extractor, images)
         self._real_stats_path = None if cfg.stats_dir is None else real_stats_path(cfg.stats_dir,
                                                                                   self._real_stats_key)
         if self._real_stats_path is not None:
-            self._real_stats_ready = load_real_stats(self.fid, self._real_stats_path, self._real_stats_key)
+            loaded = load_real_stats(self.fid, self._real_stats_path, self._real_stats_key)
+            self._real_stats_ready = rank_zero_choice(loaded)  # the other ranks' real states stay zero either way
         self.description["fid"] = {**self._real_stats_key, "real_stats_cached": self._real_stats_ready}
 
     @property
@@ -104,13 +119,44 @@ class EvaluationMetrics:
 
         Args:
             fake: ``(N, 3, H, W)`` generated images in [-1, 1].
-            real: Real images in [-1, 1] (SDM: the validation images; PIDM: the training set).
+            real: Real images in [-1, 1] streaming alongside (SDM: the test images); ignored once the real
+                statistics are known.
         """
         cfg = self.config.fid
         with torch.autocast(self.device.type, enabled=False):
             self.fid.update(resize_uint8(to_uint8(fake), cfg.resolution, cfg.resize), real=False)
-            if real is not None and self.fid_needs_real:
-                self.fid.update(resize_uint8(to_uint8(real), cfg.resolution, cfg.resize), real=True)
+        if real is not None and self.fid_needs_real:
+            self.update_fid_real(real)
+
+    @torch.no_grad()
+    def update_fid_real(self, real: Tensor) -> None:
+        """Add ``(N, 3, H, W)`` real images in [-1, 1] to statistics still being computed (see ``fid_needs_real``)."""
+        if not self.fid_needs_real:
+            raise RuntimeError("FID real statistics are already complete (cached or finished); real images can only "
+                               "be added while fid_needs_real is true")
+        cfg = self.config.fid
+        with torch.autocast(self.device.type, enabled=False):
+            self.fid.update(resize_uint8(to_uint8(real), cfg.resolution, cfg.resize), real=True)
+
+    def finish_real_stats(self) -> None:
+        """Declare the real statistics complete; cache them if they cover the whole image set.
+
+        A collective under DDP: every rank must call it. Statistics from more or fewer images than ``real_images``
+        counts (a partial run such as ``--trainer.limit_test_batches``) are used for this run only, with a warning,
+        and never cached.
+        """
+        if not self.fid_needs_real:
+            return
+        fed = round(sum_over_ranks(self.fid.real_features_num_samples))
+        expected = None if self.real_images is None else self.real_images.count
+        if expected is not None and fed != expected:
+            if process_rank() == 0:
+                warnings.warn(f"FID real statistics come from {fed} images, but the real image set under "
+                              f"{self.real_images.root} has {expected} (a partial run, e.g. limit_test_batches); "
+                              "they are used for this run only and not cached.", stacklevel=2)
+        elif self._real_stats_path is not None:
+            save_real_stats(self.fid, self._real_stats_path, self._real_stats_key)
+        self._real_stats_ready = True
 
     def update_lpips(self, fake: Tensor, target: Tensor) -> None:
         """Reconstruction LPIPS of generated images against their ground truth (both in [-1, 1])."""
@@ -161,15 +207,13 @@ class EvaluationMetrics:
     def compute(self) -> dict[str, Tensor]:
         """Every enabled metric, synced across ranks (a collective: call on every rank).
 
-        The first FID computation also writes the real statistics to the cache (when ``stats_dir`` is set) and
-        keeps them for later epochs of the same run.
+        The first FID computation also finishes the real statistics streamed so far (:meth:`finish_real_stats`)
+        and keeps them for later epochs of the same run.
         """
         results = {}
         if self.fid is not None:
             results["fid"] = self.fid.compute()
-            if not self._real_stats_ready and self._real_stats_path is not None:
-                save_real_stats(self.fid, self._real_stats_path, self._real_stats_key)
-            self._real_stats_ready = True
+            self.finish_real_stats()
         for name in ("lpips", "ssim", "miou"):
             metric: Metric | None = getattr(self, name)
             if metric is not None:
@@ -177,6 +221,22 @@ class EvaluationMetrics:
         if self.appearance is not None:
             results.update(self.appearance.compute())
         return results
+
+    def counts(self) -> dict[str, int]:
+        """How many images each score is computed from, summed over ranks (a collective: call on every rank).
+
+        ``fid_real`` and ``fid_generated``; ``lpips`` and ``ssim`` count the values averaged (image pairs, or
+        conditions for diversity LPIPS). Call it before :meth:`reset`.
+        """
+        states = {}
+        if self.fid is not None:
+            states["fid_real"] = self.fid.real_features_num_samples
+            states["fid_generated"] = self.fid.fake_features_num_samples
+        for name in ("lpips", "ssim"):
+            metric: MeanMetric | None = getattr(self, name)
+            if metric is not None:
+                states[name] = metric.weight
+        return {name: round(sum_over_ranks(state)) for name, state in states.items()}
 
     def reset(self) -> None:
         """Clear generated-image states; FID real statistics stay."""

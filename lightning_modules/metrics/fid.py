@@ -63,8 +63,10 @@ class TorchScriptTFInception(nn.Module):
 class TorchvisionInceptionPool3(nn.Module):
     """PIDM/GFLA FID features: torchvision's ImageNet Inception-v3, 2048-d pool3, on uint8 images.
 
-    Images go to [0, 1], are resized bilinearly to 299x299 (no antialiasing, like ``F.upsample``) and mapped to
-    [-1, 1], the scale the Google weights were trained at.
+    Fed as PIDM's script feeds ``inception_v3(pretrained=True)``: images go to [0, 1], are resized bilinearly to
+    299x299 (no antialiasing, like ``F.upsample``) and pass through torchvision's ``transform_input`` (on for the
+    pretrained weights), which maps channel c of the [0, 1] image to ``x * std_c / 0.5 + (mean_c - 0.5) / 0.5``
+    with the ImageNet mean and std.
 
     Args:
         path: ``inception_v3_google-0cc3c7bd.pth`` (loaded strictly).
@@ -75,7 +77,7 @@ class TorchvisionInceptionPool3(nn.Module):
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__()
         net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False,
-                                              transform_input=False)
+                                              transform_input=True)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         net.fc = nn.Identity()
         self.net = net.eval()
@@ -87,7 +89,7 @@ class TorchvisionInceptionPool3(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         x = images.float() / 255.0
         x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
-        return self.net(2.0 * x - 1.0)
+        return self.net(x)
 
 
 def fid_helper_file() -> Path:

@@ -1,8 +1,10 @@
 """On-disk cache of FID real-image statistics (feature sums, covariance sums, count).
 
-A cache file is keyed by everything the statistics depend on: dataset, split, resolution, resize method and the
-feature extractor (name, weights file, its sha256, resize kernel). The key is stored inside the file and compared
-on load, so a file whose key does not match is never used, whatever its name.
+A cache file is keyed by everything the statistics depend on: dataset, split, resolution, resize method, the
+feature extractor (name, weights file, its sha256, resize kernel) and the images themselves (data root, sha256 of
+the file list, count and the size they are loaded at; see :class:`datamodules.image_sets.ImageSetFingerprint`).
+The key is stored inside the file and compared on load, so a file whose key does not match is never used, whatever
+its name.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torchmetrics.image.fid import FrechetInceptionDistance
+
+from lightning_modules.metrics.distributed import process_rank
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
 
 def real_stats_key(dataset: str, split: str, resolution: tuple[int, int] | None, resize: str,
-                   extractor: dict[str, object]) -> dict[str, object]:
+                   extractor: dict[str, object], images: Mapping[str, object] | None) -> dict[str, object]:
     """The cache key as a JSON-normalised dict (tuples become lists, so stored and expected keys compare equal).
 
     Args:
@@ -31,8 +35,10 @@ def real_stats_key(dataset: str, split: str, resolution: tuple[int, int] | None,
         resolution: ``(H, W)`` the images were resized to before the extractor, or None for native size.
         resize: Resize method name.
         extractor: The description returned by :func:`lightning_modules.metrics.fid.build_fid`.
+        images: The fields of the real images' :class:`~datamodules.image_sets.ImageSetFingerprint`.
     """
-    key = {"dataset": dataset, "split": split, "resolution": resolution, "resize": resize, "extractor": extractor}
+    key = {"dataset": dataset, "split": split, "resolution": resolution, "resize": resize, "extractor": extractor,
+           "images": None if images is None else dict(images)}
     return json.loads(json.dumps(key, sort_keys=True))
 
 
@@ -59,7 +65,7 @@ def load_real_stats(fid: FrechetInceptionDistance, path: str | os.PathLike, key:
         warnings.warn(f"Ignoring FID real-statistics cache {path}: its key {stored.get('key')} does not match "
                       f"the expected {key}; the statistics will be recomputed.", stacklevel=2)
         return False
-    if _rank() == 0:
+    if process_rank() == 0:
         for name in REAL_STATES:
             state = getattr(fid, name)
             setattr(fid, name, stored[name].to(device=state.device, dtype=state.dtype))
@@ -73,15 +79,11 @@ def save_real_stats(fid: FrechetInceptionDistance, path: str | os.PathLike, key:
     """
     with fid.sync_context():
         totals = {name: getattr(fid, name).detach().clone() for name in REAL_STATES}
-    if _rank() == 0:
+    if process_rank() == 0:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"key": key, **{name: value.cpu() for name, value in totals.items()}}, tmp)
         tmp.replace(path)
     for name, value in totals.items():
-        setattr(fid, name, value if _rank() == 0 else torch.zeros_like(value))
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        setattr(fid, name, value if process_rank() == 0 else torch.zeros_like(value))
