@@ -9,8 +9,14 @@ diffusion flags ``diffusion_steps``, ``noise_schedule``, ``learn_sigma`` and ``s
 The official weights become the checkpoint's ``state_dict`` (what predict/test sample with).
 
 For PIDM, ``--weights`` is an official checkpoint dict with an ``ema`` (preferred) or ``model`` entry, or a plain
-state dict; ``--config`` holds the official ``BeatGANsAutoencConfig`` fields (``config/diffconfig.py``). The
-imported model samples as the official code: style-only guidance with scale 2 and DDIM without x0 clipping.
+state dict; ``--config`` holds the official ``BeatGANsAutoencConfig`` fields (``config/diffconfig.py``).
+
+The imported checkpoint samples as the official code does, with no further options: SDM with ancestral DDPM over
+all 1000 steps, guidance scale 1.5 and x̂0 clipped to [-1, 1] (its scripts and README); PIDM with its fast DDIM
+over 100 steps (``utils/gen.py``), style-only guidance with scale 2 and x̂0 not clipped. Next to the checkpoint
+``<out>.yaml`` holds its ``model`` section (architecture plus those sampling settings), to give the test command
+after the dataset config: ``python -m experiments.test --config configs/sdm/ade20k.yaml --config sdm_ade20k.yaml
+--ckpt_path sdm_ade20k.ckpt --data.init_args.root ...``.
 """
 
 import argparse
@@ -56,8 +62,14 @@ def network_args(net: Mapping[str, Any], *extra: str) -> dict[str, Any]:
             for name in (*SHARED_NETWORK_ARGS, *extra)}
 
 
+# How the official code samples (see the module docstring).
+SDM_OFFICIAL_SAMPLING = {"sampler": "ddpm", "sampling_steps": 1000, "guidance_scale": 1.5, "clip_x0": True}
+PIDM_OFFICIAL_SAMPLING = {"sampler": "ddim", "sampling_steps": 100, "guidance": "style_only", "scale": 2.0,
+                          "w_pose": None, "w_style": None, "clip_x0": False}  # null: not weights of this form
+
+
 def sdm_module_hparams(flags: Mapping[str, Any]) -> dict[str, Any]:
-    """:class:`SDMLitModule` arguments equivalent to official SDM flags."""
+    """:class:`SDMLitModule` arguments equivalent to official SDM flags, sampling as the official scripts."""
     net = sdm_hparams_from_flags(flags)
     instance_edges = not _flag_true(flags, "no_instance", False)
     if net["learn_sigma"]:
@@ -71,6 +83,8 @@ def sdm_module_hparams(flags: Mapping[str, Any]) -> dict[str, Any]:
         "noise_schedule": str(flags.get("noise_schedule", "linear")),
         "num_timesteps": int(flags.get("diffusion_steps", 1000)),
         "variance": variance,
+        **SDM_OFFICIAL_SAMPLING,
+        "sampling_steps": int(flags.get("diffusion_steps", 1000)),  # every step, whatever T the model has
     }
 
 
@@ -109,9 +123,7 @@ def pidm_module_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
         # Official PIDM: linear 1000-step schedule; without learned sigma, guided-diffusion's default fixed variance.
         "variance": "learned_range" if net["learn_sigma"] else "fixed_large",
         "condition_dropout": "style_only",
-        "guidance": "style_only",
-        "scale": 2.0,
-        "clip_x0": False,
+        **PIDM_OFFICIAL_SAMPLING,
     }
 
 
@@ -164,14 +176,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model`` config section that rebuilds a checkpoint's module (for ``experiments.test --config``)."""
+    hparams = dict(checkpoint["hyper_parameters"])
+    class_path = hparams.pop("_class_path")
+    hparams.pop("_instantiator", None)
+    return {"model": {"class_path": class_path, "init_args": hparams}}
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
-    """Write the converted checkpoint; returns its path."""
+    """Write the converted checkpoint and its ``<out>.yaml`` model config; returns the checkpoint's path."""
     args = parse_args(argv)
-    if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
+    config_path = args.out.with_suffix(".yaml")
+    existing = [path for path in (args.out, config_path) if path.exists()]
+    if existing and not args.overwrite:
+        raise SystemExit(f"{existing[0]} exists; pass --overwrite to replace it")
     checkpoint = IMPORTERS[args.model](args.weights, args.flags)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, args.out)
+    config_path.write_text(yaml.safe_dump(model_config(checkpoint), sort_keys=False))
     return args.out
 
 

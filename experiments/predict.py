@@ -7,13 +7,17 @@ PIDM checkpoints take ``--source IMG --poses DIR`` or ``--edit appearance|interp
         --labels my_labels/ [--instances my_instances/] --out generated/ \
         [--sampler ddim --steps 50 --guidance_scale 1.5 --num_samples 1 --seed 0 --batch_size 8]
 
+Sampler, steps, eta and guidance scale default to the checkpoint's own sampling settings (those it was trained and
+fine-tuned with; an imported official checkpoint samples as the official code); the options given replace them.
 Label PNGs hold the **raw ids as stored in the dataset's annotation files** (e.g. ADE20K/shapes: 1..K with 0 =
-"other"); the dataset's own remap turns them into class ids. The dataset is read from the ``data`` section of the
-run's ``config.yaml`` (found next to the checkpoint's ``checkpoints/`` folder, or given with ``--data_config``);
-without one (e.g. an imported official checkpoint) the PNG values must already be class ids
-``0..num_classes-1``. Instance maps (same file names) are needed when the model uses instance edges.
+"other"); the dataset's own remap turns them into class ids. That remap is stored in checkpoints written by
+``experiments.fit``; ``--data_config`` (a run config whose ``data`` section names the dataset) replaces it, and for
+older checkpoints the run's ``config.yaml`` next to the ``checkpoints/`` folder is read. Without any of these (e.g.
+an imported official checkpoint) the PNG values must already be class ids ``0..num_classes-1``, which the command
+says. Instance maps (same file names) are needed exactly when the model uses instance edges.
 Outputs are ``<out>/<label stem>_s<k>.png`` for sample k; existing files are never overwritten without
-``--overwrite``. Noise is seeded per batch from ``--seed`` and the batch index.
+``--overwrite``. Noise is seeded per batch from ``--seed`` and the batch index. An option that does not apply to
+the checkpoint's model family is an error, never ignored.
 """
 
 import argparse
@@ -31,13 +35,15 @@ from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-import lightning_modules.sdm  # noqa: F401  (registers the class a checkpoint may name)
 from datamodules.semantic_files import read_index_map
-from experiments.predict_pidm import add_pidm_arguments, predict_pidm, wants_pidm
+from experiments.predict_pidm import PIDM_OPTIONS, add_pidm_arguments, predict_pidm
 from lightning_modules.base import DiffusionLitModule, SamplingOptions
-from lightning_modules.pidm import PIDMLitModule
+from lightning_modules.diffusion import SAMPLERS
+from lightning_modules.pidm import GUIDANCE_WEIGHTS, PIDMLitModule
+from lightning_modules.sdm import SDMLitModule
 
 LabelRemap = Callable[[np.ndarray], np.ndarray]
+SDM_OPTIONS = ("labels", "instances", "data_config")  # and --guidance_scale (predict_pidm says what PIDM takes)
 
 
 class LabelMapFolder(Dataset):
@@ -80,11 +86,14 @@ class LabelMapFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.labels[index // self.num_samples]
-        label = self._read(path)
-        if self.remap is not None:
-            label = self.remap(label)
-        if label.min() < 0 or label.max() >= self.num_classes:
-            raise ValueError(f"label map {path} has class ids outside 0..{self.num_classes - 1} after remapping")
+        raw = self._read(path)
+        label = raw if self.remap is None else self.remap(raw)
+        invalid = (label < 0) | (label >= self.num_classes)
+        if invalid.any():
+            values = np.unique(raw[invalid])
+            meaning = "class ids" if self.remap is None else "raw ids that are no class of the training data"
+            raise ValueError(f"label map {path} has {meaning} {values[:10].tolist()}"
+                             f"{' ...' if len(values) > 10 else ''}; valid classes are 0..{self.num_classes - 1}")
         item = {"label": torch.from_numpy(label), "stem": path.stem, "sample_index": index % self.num_samples}
         if self.instance_dir is not None:
             instance_path = self.instance_dir / path.name
@@ -134,28 +143,87 @@ class DenoisingProgressBar(Callback):
         self.bar.close()
 
 
-def load_label_remap(config_path: Path) -> LabelRemap | None:
-    """The label remap of the DataModule in the ``data`` section of a run config (``None`` if it has none)."""
+def load_label_lut(config_path: Path) -> torch.Tensor | None:
+    """The raw-value-to-class table of the DataModule in a run config's ``data`` section (None: no label maps)."""
     config = yaml.safe_load(config_path.read_text())
     if not isinstance(config, dict) or "data" not in config:
         raise ValueError(f"{config_path} has no 'data' section")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
     datamodule = parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
-    spec = getattr(datamodule, "spec", None)
-    return getattr(spec, "remap", None)
+    return datamodule.raw_label_lut() if hasattr(datamodule, "raw_label_lut") else None
+
+
+def lookup(lut: torch.Tensor) -> LabelRemap:
+    """The remap that reads raw label values through ``lut`` (see ``SemanticDataModule.raw_label_lut``)."""
+    table = lut.numpy().astype(np.int64)
+    return lambda raw: table[raw]
+
+
+def label_remap(model: SDMLitModule, ckpt_path: Path, data_config: Path | None) -> LabelRemap | None:
+    """How label PNG values become class ids: ``--data_config``, else the checkpoint's table, else the run's
+    ``config.yaml``; None (values are class ids) when none of them says, which is printed."""
+    if data_config is not None:
+        if not data_config.is_file():
+            raise SystemExit(f"--data_config {data_config} does not exist")
+        lut = load_label_lut(data_config)
+    elif model.raw_label_lut is not None:
+        lut = model.raw_label_lut
+    else:
+        run_config = ckpt_path.resolve().parent.parent / "config.yaml"
+        lut = load_label_lut(run_config) if run_config.is_file() else None
+    if lut is None:
+        print(f"{ckpt_path} stores no label decoding and no run config.yaml is next to it: the PNG values are "
+              f"used as class ids 0..{model.num_classes - 1} (give --data_config RUN/config.yaml for raw dataset ids)")
+        return None
+    return lookup(lut)
 
 
 def load_model(ckpt_path: Path) -> DiffusionLitModule:
     """Rebuild the LightningModule a checkpoint names (written by ``experiments.fit`` or ``import_official``)."""
+    if not ckpt_path.is_file():
+        raise SystemExit(f"--ckpt_path {ckpt_path} does not exist")
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    if "_class_path" not in checkpoint.get("hyper_parameters", {}):
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "_class_path" not in hparams:
         raise ValueError(f"{ckpt_path} does not name its model class; use a checkpoint written by "
                          "experiments.fit or experiments.import_official")
-    model = pl.LightningModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    # PIDM checkpoints written before each guidance form took only its own weights stored all three.
+    overrides = {name: None for name in unused_guidance_weights(hparams)}
+    model = pl.LightningModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, **overrides)
     if not isinstance(model, DiffusionLitModule):
         raise TypeError(f"{ckpt_path} holds a {type(model).__name__}, not a diffusion model")
     return model
+
+
+def unused_guidance_weights(hparams: dict[str, Any]) -> list[str]:
+    """The PIDM guidance weights stored in ``hparams`` that its guidance form does not take."""
+    form = hparams.get("guidance")
+    if form not in GUIDANCE_WEIGHTS:
+        return []
+    return [name for name in ("w_pose", "w_style", "scale")
+            if hparams.get(name) is not None and name not in GUIDANCE_WEIGHTS[form]]
+
+
+def sampling_options(model: DiffusionLitModule, args: argparse.Namespace) -> SamplingOptions:
+    """The checkpoint's sampling settings, with those given on the command line replacing them."""
+    defaults = model.sampling
+    return SamplingOptions(
+        sampler=defaults.sampler if args.sampler is None else args.sampler,
+        steps=defaults.steps if args.steps is None else args.steps,
+        guidance_scale=defaults.guidance_scale if args.guidance_scale is None else args.guidance_scale,
+        eta=defaults.eta if args.eta is None else args.eta,
+        seed=args.seed,
+    )
+
+
+def reject_options(args: argparse.Namespace, names: Sequence[str], model: DiffusionLitModule, ckpt: Path) -> None:
+    """Stop when an option of the other model family was given."""
+    given = [f"--{name}" for name in names if getattr(args, name) is not None]
+    if given:
+        family = "PIDM (pose-guided persons)" if isinstance(model, SDMLitModule) else "SDM (semantic layouts)"
+        raise SystemExit(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of {family} "
+                         f"models, but {ckpt} holds a {type(model).__name__}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -166,11 +234,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--instances", type=Path, help="folder of instance-map PNGs named like the labels")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data_config", type=Path, help="run config whose data section defines the label remap")
-    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpmpp_2m")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps")
-    parser.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance (1: none)")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    parser.add_argument("--num_samples", type=int, default=1, help="samples per label map")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the checkpoint's)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
+    parser.add_argument("--guidance_scale", type=float,
+                        help="SDM classifier-free guidance, 1 = none (default: the checkpoint's)")
+    parser.add_argument("--eta", type=float, help="DDIM eta (default: the checkpoint's)")
+    parser.add_argument("--num_samples", type=int, default=1, help="samples per label map or pose")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
@@ -182,32 +251,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Run prediction; returns the written files."""
     args = parse_args(argv)
-    if args.num_samples < 1 or args.batch_size < 1 or args.steps < 1:
+    if args.num_samples < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise SystemExit("--num_samples, --batch_size and --steps must be positive")
-    if wants_pidm(args):
-        model = load_model(args.ckpt_path)
-        if not isinstance(model, PIDMLitModule):
-            raise SystemExit(f"--source/--edit are PIDM options, but {args.ckpt_path} holds a {type(model).__name__}")
-        return predict_pidm(model, args)
+    model = load_model(args.ckpt_path)
+    if isinstance(model, PIDMLitModule):
+        reject_options(args, SDM_OPTIONS, model, args.ckpt_path)
+        return predict_pidm(model, args, sampling_options(model, args))
+    if not isinstance(model, SDMLitModule):
+        raise SystemExit(f"{args.ckpt_path} holds a {type(model).__name__}, which predict does not sample")
+    reject_options(args, PIDM_OPTIONS, model, args.ckpt_path)
     if args.labels is None:
-        raise SystemExit("--labels is required (or --source/--edit for a PIDM checkpoint)")
+        raise SystemExit("--labels DIR is required for an SDM checkpoint")
     labels = sorted(args.labels.glob("*.png"))
     if not labels:
         raise SystemExit(f"no .png label maps in {args.labels}")
+    if model.instance_edges != (args.instances is not None):
+        raise SystemExit("this model uses instance edges: pass --instances DIR" if model.instance_edges else
+                         f"--instances: {args.ckpt_path} has no instance-edge channel, so it takes no instance maps")
     outputs = [args.out / output_name(p.stem, k) for p in labels for k in range(args.num_samples)]
     existing = [p for p in outputs if p.exists()]
     if existing and not args.overwrite:
         raise SystemExit(f"{len(existing)} outputs exist already (e.g. {existing[0]}); pass --overwrite to replace")
-    data_config = args.data_config or args.ckpt_path.resolve().parent.parent / "config.yaml"
-    if args.data_config is not None and not data_config.is_file():
-        raise SystemExit(f"--data_config {data_config} does not exist")
-    remap = load_label_remap(data_config) if data_config.is_file() else None
-    model = load_model(args.ckpt_path)
-    model.sampling = SamplingOptions(args.sampler, args.steps, args.guidance_scale, args.eta, args.seed)
-    instance_dir = args.instances if getattr(model, "instance_edges", False) else None
-    if getattr(model, "instance_edges", False) and args.instances is None:
-        raise SystemExit("this model uses instance edges: pass --instances DIR")
-    dataset = LabelMapFolder(labels, instance_dir, model.num_classes, remap, args.num_samples)
+    remap = label_remap(model, args.ckpt_path, args.data_config)
+    model.sampling = sampling_options(model, args)
+    dataset = LabelMapFolder(labels, args.instances, model.num_classes, remap, args.num_samples)
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = pl.Trainer(
         accelerator=args.accelerator,
@@ -215,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[PNGWriter(args.out), DenoisingProgressBar(args.steps)],
+        callbacks=[PNGWriter(args.out), DenoisingProgressBar(model.sampling.steps)],
     )
     trainer.predict(model, dataloaders=DataLoader(dataset, batch_size=args.batch_size), return_predictions=False)
     return outputs

@@ -13,7 +13,10 @@ Images are resized (PIL bicubic, stretched as in training) to ``--size`` (defaul
 ``image_size``). Pose txt files hold 18 ``x y`` rows in the GFLA/NTED frame (256 high, the 176-wide image at x = 40,
 -1 = missing) and are rendered with the encoding that matches the model's pose channels (20: official skeleton +
 limb distances, 18: Gaussian heatmaps with ``--heatmap_sigma``). Guidance follows the checkpoint unless
-``--guidance``, ``--w_pose``, ``--w_style`` or ``--scale`` override it.
+``--guidance``, ``--w_pose``, ``--w_style`` or ``--scale`` override it: its weights carry over while the form stays
+the checkpoint's; a weight the chosen form does not take is an error (``style_only``: ``--scale``;
+``disentangled``/``nested``: ``--w_pose``, ``--w_style``). ``--num_samples K`` writes K samples per pose
+(``<source>_to_<pose>_s<k>.png``) or per appearance edit.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ from lightning_modules.pidm import PIDMLitModule
 
 POSE_SUFFIXES = (".txt", ".pt", ".npy")
 EDITS = ("appearance", "interpolate")
+# Options of the PIDM modes; given for an SDM checkpoint they are an error.
+PIDM_OPTIONS = ("source", "poses", "edit", "reference", "reference_pose", "mask", "source2", "pose", "num_mixes",
+                "size", "heatmap_sigma", "guidance", "w_pose", "w_style", "scale")
+DEFAULT_HEATMAP_SIGMA = 6.0
+DEFAULT_NUM_MIXES = 5
 
 
 def add_pidm_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,18 +57,15 @@ def add_pidm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask", type=Path, help="appearance: mask PNG, white (>= 128) = regenerate")
     group.add_argument("--source2", type=Path, help="interpolate: second source image")
     group.add_argument("--pose", type=Path, help="interpolate: target pose file")
-    group.add_argument("--num_mixes", type=int, default=5, help="interpolate: images from source to source2")
+    group.add_argument("--num_mixes", type=int,
+                       help=f"interpolate: images from source to source2 (default {DEFAULT_NUM_MIXES})")
     group.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (default: model's)")
-    group.add_argument("--heatmap_sigma", type=float, default=6.0, help="sigma of heatmap poses (18 channels)")
+    group.add_argument("--heatmap_sigma", type=float,
+                       help=f"sigma of heatmap poses (18 channels; default {DEFAULT_HEATMAP_SIGMA})")
     group.add_argument("--guidance", choices=("disentangled", "style_only", "nested"), help="override guidance")
     group.add_argument("--w_pose", type=float, help="override the pose guidance weight")
     group.add_argument("--w_style", type=float, help="override the style guidance weight")
     group.add_argument("--scale", type=float, help="override the style_only guidance scale")
-
-
-def wants_pidm(args: argparse.Namespace) -> bool:
-    """Whether the command line asks for a PIDM mode."""
-    return args.source is not None or args.edit is not None
 
 
 def read_image(path: Path, size: tuple[int, int]) -> Tensor:
@@ -136,41 +141,75 @@ def _save(images: Tensor, paths: list[Path]) -> list[Path]:
     return paths
 
 
-def predict_pidm(model: PIDMLitModule, args: argparse.Namespace) -> list[Path]:
-    """Run the PIDM mode the arguments select; returns the written files."""
+def _reject_for_mode(args: argparse.Namespace, *names: str) -> None:
+    given = [f"--{name}" for name in names if getattr(args, name) is not None]
+    if given:
+        mode = f"--edit {args.edit}" if args.edit else "pose transfer"
+        raise SystemExit(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {mode}")
+
+
+def _sample_names(stem: str, num_samples: int) -> list[str]:
+    return [stem] if num_samples == 1 else [f"{stem}_s{k}" for k in range(num_samples)]
+
+
+def predict_pidm(model: PIDMLitModule, args: argparse.Namespace, options: SamplingOptions) -> list[Path]:
+    """Run the PIDM mode the arguments select with ``options`` (sampler, steps, eta, seed); returns the files."""
     _require(args, "source")
+    if args.guidance_scale is not None:
+        raise SystemExit("PIDM checkpoints take --guidance with --w_pose/--w_style (disentangled, nested) or --scale "
+                         "(style_only), not --guidance_scale")
+    if args.edit != "interpolate":
+        _reject_for_mode(args, "source2", "pose", "num_mixes")
+    if args.edit is not None:
+        _reject_for_mode(args, "poses")
+    if args.edit != "appearance":
+        _reject_for_mode(args, "reference", "reference_pose", "mask")
+    if model.pose_channels == POSE_CHANNELS["official20"]:
+        _reject_for_mode(args, "heatmap_sigma")
+    try:
+        guidance = model.resolve_guidance(args.guidance, args.w_pose, args.w_style, args.scale)
+    except ValueError as error:
+        raise SystemExit(f"--guidance/--w_pose/--w_style/--scale: {error}") from None
     device = torch.device("cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     size = tuple(args.size) if args.size else (model.hparams.image_size, model.hparams.image_size)
-    options = SamplingOptions(args.sampler, args.steps, args.guidance_scale, args.eta, args.seed)
-    guidance = model.resolve_guidance(args.guidance, args.w_pose, args.w_style, args.scale)
-    generator = torch.Generator(device).manual_seed(args.seed)
+    generator = torch.Generator(device).manual_seed(options.seed)
     source = read_image(args.source, size)
+    sigma = DEFAULT_HEATMAP_SIGMA if args.heatmap_sigma is None else args.heatmap_sigma
 
     def pose(path: Path) -> Tensor:
-        return read_pose(path, size, model.pose_channels, args.heatmap_sigma)
+        return read_pose(path, size, model.pose_channels, sigma)
 
     if args.edit == "appearance":
         _require(args, "reference", "reference_pose", "mask")
-        paths = [args.out / f"{args.reference.stem}_appearance_{args.source.stem}.png"]
+        stem = f"{args.reference.stem}_appearance_{args.source.stem}"
+        paths = [args.out / f"{name}.png" for name in _sample_names(stem, args.num_samples)]
         _check_free(paths, args.overwrite)
-        out = appearance_control(
-            model, source, read_image(args.reference, size), pose(args.reference_pose), read_mask(args.mask, size),
-            options=options, guidance=guidance, generator=generator,
-        )  # fmt: skip
+        reference, reference_pose = read_image(args.reference, size), pose(args.reference_pose)
+        mask = read_mask(args.mask, size)
+        out = torch.cat([
+            appearance_control(model, source, reference, reference_pose, mask, options=options, guidance=guidance,
+                               generator=generator)
+            for _ in paths
+        ])  # fmt: skip
         return _save(out, paths)
     if args.edit == "interpolate":
         _require(args, "source2", "pose")
-        paths = [args.out / f"{args.source.stem}_{args.source2.stem}_mix{k}.png" for k in range(args.num_mixes)]
+        if args.num_samples != 1:
+            raise SystemExit("--edit interpolate makes one sequence; its length is --num_mixes, not --num_samples")
+        num_mixes = DEFAULT_NUM_MIXES if args.num_mixes is None else args.num_mixes
+        paths = [args.out / f"{args.source.stem}_{args.source2.stem}_mix{k}.png" for k in range(num_mixes)]
         _check_free(paths, args.overwrite)
         out = interpolate_styles(
-            model, source, read_image(args.source2, size), pose(args.pose), args.num_mixes,
+            model, source, read_image(args.source2, size), pose(args.pose), num_mixes,
             options=options, guidance=guidance, generator=generator,
         )  # fmt: skip
         return _save(out, paths)
     _require(args, "poses")
-    files = _pose_files(args.poses)
-    paths = [args.out / f"{args.source.stem}_to_{p.stem}.png" for p in files]
+    pose_files = _pose_files(args.poses)
+    files = [path for path in pose_files for _ in range(args.num_samples)]
+    paths = [args.out / f"{name}.png" for path in pose_files
+             for name in _sample_names(f"{args.source.stem}_to_{path.stem}", args.num_samples)]
     _check_free(paths, args.overwrite)
     outputs = []
     for start in range(0, len(files), args.batch_size):

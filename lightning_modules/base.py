@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import WeightAveraging
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
 
@@ -105,10 +106,15 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
         guidance_scale: Default guidance scale (1: unguided).
         eta: Default DDIM eta.
         init_from: Checkpoint whose weights initialise the network (e.g. a pre-trained run for CFG fine-tuning);
-            loaded with ``weights_only=True``. Only the weights are taken: optimizer, step and EMA start afresh.
+            loaded with ``weights_only=True``. Only the weights are taken unless ``init_training_state``: optimizer,
+            step and EMA start afresh.
         init_weights: Which weights of ``init_from`` to load: ``"ema"`` (the checkpoint's ``state_dict``, i.e. the
-            EMA weights when it was trained with EMAWeightAveraging) or ``"raw"`` (its ``current_model_state``).
+            EMA weights when it was trained with the EMA callback) or ``"raw"`` (its ``current_model_state``).
             The EMA callback of the new run starts its average from whichever is loaded.
+        init_training_state: With ``init_weights: raw``, also take ``init_from``'s optimizer state (AdamW moments;
+            learning rate, betas and weight decay stay this run's) and continue its EMA average, as the official SDM
+            fine-tune does when it starts from a ``modelNNNNNN.pt`` (it loads ``optNNNNNN.pt`` and the EMA file too).
+            The step counter and the learning-rate schedule start afresh.
         evaluation: The test command's metrics protocol (``fid``, ``lpips``, ``ssim``, ``miou``, ``weights_dir``,
             ``offline``; a plain mapping is accepted too; see docs/evaluation.md). None: the test command only
             reports the fixed-noise losses.
@@ -144,6 +150,7 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
         eta: float = 0.0,
         init_from: str | None = None,
         init_weights: Literal["ema", "raw"] = "ema",
+        init_training_state: bool = False,
         evaluation: EvaluationConfig | None = None,
         test_sampler: str | None = None,
         test_steps: int | None = None,
@@ -188,8 +195,13 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
         self.quartile_losses = nn.ModuleList(MeanMetric() for _ in range(NUM_QUARTILES))
         self.channels_last = channels_last
         self.compile_network = compile_network
+        # The optimizer state and EMA average of init_from, applied when the optimizer and EMA exist (on_fit_start).
+        self._initial_training_state: dict[str, Any] | None = None
+        if init_training_state and (init_from is None or init_weights != "raw"):
+            raise ValueError("init_training_state continues the optimizer and EMA of init_from's raw weights: it "
+                             "needs init_from and init_weights: raw")
         if init_from is not None:
-            self._load_initial_weights(init_from, init_weights)
+            self._load_initial_weights(init_from, init_weights, init_training_state)
 
     def setup(self, stage: str) -> None:
         # After the callbacks' setup: the EMA callback has already copied the uncompiled module.
@@ -206,7 +218,7 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
             return LossSecondMomentSampler(num_timesteps)
         raise ValueError(f"timestep_sampler must be 'uniform' or 'loss-second-moment', got {name!r}")
 
-    def _load_initial_weights(self, path: str, which: str) -> None:
+    def _load_initial_weights(self, path: str, which: str, training_state: bool) -> None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         key = {"ema": "state_dict", "raw": "current_model_state"}.get(which)
         if key is None:
@@ -219,6 +231,35 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
                 f"init_from checkpoint {path} does not match this model: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
+        if training_state:
+            needed = ("optimizer_states", "averaging_state", "state_dict", "current_model_state")
+            absent = [name for name in needed if name not in checkpoint]
+            if absent:
+                raise KeyError(f"init_from checkpoint {path} has no {absent} (init_training_state needs a checkpoint "
+                               "written by experiments.fit with the EMA callback)")
+            self._initial_training_state = {name: checkpoint[name] for name in needed}
+
+    def on_fit_start(self) -> None:
+        if self._initial_training_state is not None:
+            self._apply_initial_training_state(self._initial_training_state)
+            self._initial_training_state = None
+
+    def _apply_initial_training_state(self, state: dict[str, Any]) -> None:
+        """Load ``init_from``'s optimizer moments (keeping this run's hyperparameters) and hand its EMA average to
+        the weight-averaging callbacks through their own checkpoint hook."""
+        optimizer = self.trainer.optimizers[0]
+        hyperparameters = [{key: value for key, value in group.items() if key != "params"}
+                           for group in optimizer.param_groups]
+        try:
+            optimizer.load_state_dict(state["optimizer_states"][0])
+        except ValueError as error:
+            raise ValueError(f"init_training_state: the optimizer state of init_from does not fit this model's "
+                             f"optimizer ({error})") from error
+        for group, kept in zip(optimizer.param_groups, hyperparameters, strict=True):
+            group.update(kept)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, WeightAveraging):
+                callback.on_load_checkpoint(self.trainer, self, dict(state))
 
     # --- subclass interface -------------------------------------------------------------------------------------
 
@@ -320,7 +361,7 @@ class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
         hparams = checkpoint.get("hyper_parameters")
         if hparams is not None and hparams.get("init_from") is not None:
             # The weights now live in this checkpoint; rebuilding it must not need the original file.
-            checkpoint["hyper_parameters"] = {**hparams, "init_from": None}
+            checkpoint["hyper_parameters"] = {**hparams, "init_from": None, "init_training_state": False}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if isinstance(self.timestep_sampler, LossSecondMomentSampler) and "timestep_sampler" in checkpoint:

@@ -15,6 +15,13 @@ from lightning_modules.nets.pidm_unet import PIDMUNet
 DropoutMode = Literal["independent", "joint", "style_only"]
 GuidanceForm = Literal["disentangled", "style_only", "nested"]
 OFFICIAL_POSE_CHANNELS = 20  # RGB skeleton + 17 limb distance maps; anything else is drawn as a max-projection
+# The weights each guidance form takes; one left unset is DEFAULT_GUIDANCE_WEIGHT (the paper's and the code's 2).
+GUIDANCE_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "disentangled": ("w_pose", "w_style"),
+    "style_only": ("scale",),
+    "nested": ("w_pose", "w_style"),
+}
+DEFAULT_GUIDANCE_WEIGHT = 2.0
 
 
 def condition_keep_masks(
@@ -98,9 +105,11 @@ class PIDMLitModule(DiffusionLitModule):
         condition_dropout: ``independent`` (pose and style each dropped with η), ``joint`` (both together) or
             ``style_only`` (official: the style only).
         guidance: Sampling guidance form: ``disentangled``, ``style_only`` or ``nested``.
-        w_pose: Pose weight of the ``disentangled`` and ``nested`` forms.
-        w_style: Style weight of the ``disentangled`` and ``nested`` forms.
-        scale: Style scale of the ``style_only`` form (1: unguided).
+        w_pose: Pose weight of the ``disentangled`` and ``nested`` forms (null: 2); must stay null for
+            ``style_only``.
+        w_style: Style weight of the ``disentangled`` and ``nested`` forms (null: 2); must stay null for
+            ``style_only``.
+        scale: Style scale of the ``style_only`` form (null: 2; 1: unguided); must stay null for the other forms.
         **kwargs: Diffusion, optimizer, sampling and initialisation options of
             :class:`~lightning_modules.base.DiffusionLitModule` (its ``guidance_scale`` is replaced by the
             arguments above and must stay 1).
@@ -123,9 +132,9 @@ class PIDMLitModule(DiffusionLitModule):
         condition_drop_prob: float = 0.1,
         condition_dropout: DropoutMode = "independent",
         guidance: GuidanceForm = "disentangled",
-        w_pose: float = 2.0,
-        w_style: float = 2.0,
-        scale: float = 2.0,
+        w_pose: float | None = None,
+        w_style: float | None = None,
+        scale: float | None = None,
         **kwargs: Any,
     ) -> None:
         if pose_channels is None or pose_channels < 1:
@@ -182,15 +191,30 @@ class PIDMLitModule(DiffusionLitModule):
     # --- sampling -----------------------------------------------------------------------------------------------
 
     @staticmethod
-    def guidance_rule(form: str, w_pose: float, w_style: float, scale: float) -> Guidance:
-        """The :class:`Guidance` of a form (see the class docstring) with its weights."""
+    def guidance_rule(
+        form: str, w_pose: float | None = None, w_style: float | None = None, scale: float | None = None
+    ) -> Guidance:
+        """The :class:`Guidance` of a form (see the class docstring) with its weights.
+
+        A weight the form uses and that is None is :data:`DEFAULT_GUIDANCE_WEIGHT`; a weight it does not use must be
+        None, so that a setting never goes silently unused.
+        """
+        if form not in GUIDANCE_WEIGHTS:
+            raise ValueError(f"unknown guidance {form!r}; choose one of {get_args(GuidanceForm)}")
+        given = {"w_pose": w_pose, "w_style": w_style, "scale": scale}
+        unused = [f"{name}={value}" for name, value in given.items()
+                  if value is not None and name not in GUIDANCE_WEIGHTS[form]]
+        if unused:
+            raise ValueError(f"guidance {form!r} is weighted by {' and '.join(GUIDANCE_WEIGHTS[form])}; "
+                             f"{', '.join(unused)} does not apply to it (set it to null, or choose the form it "
+                             f"belongs to)")
+        weights = {name: DEFAULT_GUIDANCE_WEIGHT if given[name] is None else given[name]
+                   for name in GUIDANCE_WEIGHTS[form]}
         if form == "disentangled":
-            return disentangled(w_pose, w_style)
+            return disentangled(weights["w_pose"], weights["w_style"])
         if form == "style_only":
-            return style_only(scale)
-        if form == "nested":
-            return nested(w_style, w_pose)
-        raise ValueError(f"unknown guidance {form!r}; choose one of {get_args(GuidanceForm)}")
+            return style_only(weights["scale"])
+        return nested(weights["w_style"], weights["w_pose"])
 
     def null_texture(self, batch_size: int, like: Tensor) -> list[Tensor]:
         """Texture features of the all-zero image (the null style), encoded once and expanded to ``batch_size``."""
@@ -235,13 +259,17 @@ class PIDMLitModule(DiffusionLitModule):
         w_style: float | None = None,
         scale: float | None = None,
     ) -> Guidance:
-        """The module's guidance rule, with any given argument replacing the configured one."""
-        return self.guidance_rule(
-            self.guidance if guidance is None else guidance,
-            self.w_pose if w_pose is None else w_pose,
-            self.w_style if w_style is None else w_style,
-            self.scale if scale is None else scale,
-        )
+        """The module's guidance rule, with any given argument replacing the configured one.
+
+        The configured weights carry over only while the form stays the configured one; a weight the resulting form
+        does not use is an error (see :meth:`guidance_rule`).
+        """
+        form = self.guidance if guidance is None else guidance
+        configured = {"w_pose": self.w_pose, "w_style": self.w_style, "scale": self.scale}
+        given = {"w_pose": w_pose, "w_style": w_style, "scale": scale}
+        weights = {name: value if value is not None else configured[name] if form == self.guidance else None
+                   for name, value in given.items()}
+        return self.guidance_rule(form, **weights)
 
     @torch.no_grad()
     def generate(
@@ -294,14 +322,20 @@ class PIDMLitModule(DiffusionLitModule):
         )
 
     def on_test_start(self) -> None:
+        """Build the metrics; FID's real statistics are every distinct image of ``evaluation.fid.split`` (the paper:
+        the training images), computed here before sampling unless cached."""
         super().on_test_start()
         fid = None if self.evaluation is None else self.evaluation.fid
-        if fid is not None and fid.split != "test" and self.test_metrics.fid_needs_real:
-            raise FileNotFoundError(
-                f"evaluation.fid: no cached real statistics for split {fid.split!r} in {fid.stats_dir}; the test "
-                "loop only streams the test targets. Put that split's statistics file there (see "
-                "docs/evaluation.md) or compare with the test targets: --model.init_args.evaluation.fid.split=test"
-            )
+        if fid is None:
+            self.start_test_evaluation(None)
+            return
+        if fid.split not in ("train", "test"):
+            raise ValueError(f"evaluation.fid.split must be 'train' (the paper's reference) or 'test' for person "
+                             f"datasets, got {fid.split!r}")
+        datamodule = self.fid_datamodule("fid_reference_fingerprint", "fid_reference_dataloader")
+        self.start_test_evaluation(datamodule.fid_reference_fingerprint(fid.split))
+        if self.test_metrics.fid_needs_real:
+            self.compute_fid_reference(datamodule.fid_reference_dataloader(fid.split), f"{fid.split} images")
 
     def evaluate_test_batch(self, batch: Mapping[str, Any], metrics: EvaluationMetrics, outputs: TestOutputDir) -> None:
         """FID, reconstruction LPIPS, SSIM and (persons) appearance transfer against the targets; PNGs
@@ -322,7 +356,7 @@ class PIDMLitModule(DiffusionLitModule):
                           device=self.device)
         fake = self.generate(batch["source"], batch["target_pose"], options=self.test_sampling, x_T=x_T)
         if metrics.fid is not None:
-            metrics.update_fid(fake, real=target)  # real is used only while the test targets are the reference
+            metrics.update_fid(fake)  # the real statistics are complete before sampling (on_test_start)
         if metrics.lpips is not None:
             metrics.update_lpips(fake, target)
         if metrics.ssim is not None:

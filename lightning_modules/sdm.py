@@ -16,6 +16,8 @@ from lightning_modules.evaluation_loop import segmenter_hint
 from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.nets.sdm_unet import SDMUNet
 
+LABEL_LUT_KEY = "raw_label_lut"  # checkpoint entry: class id of every raw label value (int16, -1: no class)
+
 
 class SDMLitModule(DiffusionLitModule):
     """SDM network trained with the hybrid loss; the one-hot (+ instance-edge) condition is built on the device.
@@ -98,6 +100,23 @@ class SDMLitModule(DiffusionLitModule):
         self.instance_edges = bool(instance_edges)
         self.image_channels = image_channels
         self.condition_drop_prob = condition_drop_prob
+        # Raw label-file value -> class id of the training data; saved in checkpoints for experiments.predict.
+        self.raw_label_lut: Tensor | None = None
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if hasattr(self.trainer.datamodule, "raw_label_lut"):
+            self.raw_label_lut = self.trainer.datamodule.raw_label_lut()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.raw_label_lut is not None:
+            checkpoint[LABEL_LUT_KEY] = self.raw_label_lut
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if LABEL_LUT_KEY in checkpoint:
+            self.raw_label_lut = checkpoint[LABEL_LUT_KEY]
 
     def condition(self, label: Tensor, instance: Tensor | None = None) -> Tensor:
         """The condition ``y`` (B, num_classes [+1], H, W) from class ids (B, H, W) and optional instance maps."""
@@ -175,7 +194,11 @@ class SDMLitModule(DiffusionLitModule):
         )
 
     def on_test_start(self) -> None:
+        """Build the metrics; FID's real statistics are the test images', streamed with the batches unless cached."""
         super().on_test_start()
+        fid = None if self.evaluation is None else self.evaluation.fid
+        real_images = None if fid is None else self.fid_datamodule("image_fingerprint").image_fingerprint("test")
+        self.start_test_evaluation(real_images)
         if self.evaluation is not None and self.evaluation.miou is None:
             rank_zero_warn(f"mIoU skipped: evaluation.miou is not set. {segmenter_hint(self.evaluation)}")
 

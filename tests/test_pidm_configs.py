@@ -101,7 +101,9 @@ def test_import_official_pidm_writes_a_checkpoint_predict_accepts(imported):
     ckpt, net = imported
     module = load_model(ckpt)
     assert isinstance(module, PIDMLitModule)
-    assert (module.guidance, module.scale, module.clip_x0) == ("style_only", 2.0, False)  # official sampling
+    # The official sampling: 100-step DDIM, style-only guidance with scale 2, x0 not clipped.
+    assert (module.guidance, module.scale, module.clip_x0) == ("style_only", 2.0, False)
+    assert (module.sampling.sampler, module.sampling.steps) == ("ddim", 100)
     y_t, pose, source = torch.randn(2, 3, 16, 16), torch.rand(2, 20, 16, 16), torch.randn(2, 3, 16, 16)
     t = torch.tensor([3, 700])
     with torch.no_grad():
@@ -143,3 +145,27 @@ def test_predict_pidm_modes(imported, tmp_path):
     with pytest.raises(ValueError, match="p_bad.npy"):
         np.save(poses / "p_bad.npy", np.zeros((20, 8, 8), dtype=np.float32))
         predict([*common, "--source", str(source), "--poses", str(poses / "p_bad.npy"), "--out", str(tmp_path / "y")])
+
+
+def test_predict_pidm_honours_num_samples_and_rejects_options_that_do_not_apply(imported, tmp_path):
+    ckpt, _ = imported
+    source = _write_person(tmp_path / "a.png", (200, 30, 30))
+    pose = tmp_path / "p.npy"
+    np.save(pose, np.random.default_rng(0).random((20, 16, 16), dtype=np.float32))
+    common = ["--ckpt_path", str(ckpt), "--steps", "2", "--accelerator", "cpu", "--source", str(source),
+              "--poses", str(pose)]
+    written = predict([*common, "--num_samples", "2", "--out", str(tmp_path / "two")])
+    assert [p.name for p in written] == ["a_to_p_s0.png", "a_to_p_s1.png"]
+    assert not np.array_equal(np.array(Image.open(written[0])), np.array(Image.open(written[1])))
+    # The checkpoint's form is style_only (weight: scale); another form starts from its own weights.
+    predict([*common, "--guidance", "disentangled", "--w_pose", "1.5", "--out", str(tmp_path / "disentangled")])
+    for extra, message in [
+        (["--guidance_scale", "2"], "not --guidance_scale"),
+        (["--w_pose", "3"], "'style_only' is weighted by scale; w_pose=3.0 does not apply"),
+        (["--guidance", "nested", "--scale", "3"], "scale=3.0 does not apply"),
+        (["--labels", str(tmp_path)], r"--labels is an option of SDM .* holds a PIDMLitModule"),
+        (["--mask", str(pose)], "--mask does not apply to pose transfer"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            predict([*common, *extra, "--out", str(tmp_path / "rejected")])
+    assert not (tmp_path / "rejected").exists()

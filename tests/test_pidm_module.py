@@ -82,12 +82,13 @@ def test_training_step_backpropagates_into_both_networks():
 
 
 @pytest.mark.parametrize(
-    ("form", "w_pose", "variants"),
-    [("disentangled", 2.0, 3), ("nested", 1.5, 3), ("nested", 2.0, 2), ("style_only", 2.0, 2)],
+    ("form", "weights", "variants"),
+    [("disentangled", {"w_pose": 2.0, "w_style": 2.0}, 3), ("nested", {"w_pose": 1.5, "w_style": 2.0}, 3),
+     ("nested", {"w_pose": 2.0, "w_style": 2.0}, 2), ("style_only", {"scale": 2.0}, 2)],
 )
-def test_guided_sampling_calls_the_network_once_per_step(form, w_pose, variants):
+def test_guided_sampling_calls_the_network_once_per_step(form, weights, variants):
     # nested with w_pose == w_style gives the image-only variant weight 0, so it is not evaluated.
-    module = tiny_module(guidance=form, w_pose=w_pose, w_style=2.0)
+    module = tiny_module(guidance=form, **weights)
     net_calls, encoder_calls = [], []
     module.net.register_forward_hook(lambda mod, args, out: net_calls.append(args[0].shape[0]))
     module.net.texture_encoder.register_forward_hook(lambda mod, args, out: encoder_calls.append(args[0].shape[0]))
@@ -114,7 +115,8 @@ def _separate(module, x, t, pose, source, use_pose: bool, use_style: bool) -> to
 @pytest.mark.parametrize("form", ["disentangled", "style_only", "nested"])
 def test_guidance_combinations_match_separate_calls(form):
     w_pose, w_style, scale = 1.7, 2.5, 3.0
-    module = tiny_module(guidance=form, w_pose=w_pose, w_style=w_style, scale=scale)
+    weights = {"scale": scale} if form == "style_only" else {"w_pose": w_pose, "w_style": w_style}
+    module = tiny_module(guidance=form, **weights)
     batch = person_batch()
     pose, source = batch["target_pose"], batch["source"]
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
@@ -140,10 +142,25 @@ def test_guidance_scale_and_unknown_options_are_rejected():
         module.generate_batch(person_batch(), options=SamplingOptions(steps=2, guidance_scale=2.0))
     with pytest.raises(ValueError, match="guidance"):
         tiny_module(guidance="cfg")
+    with pytest.raises(ValueError, match=r"'style_only' is weighted by scale; w_pose=3.0 does not apply"):
+        tiny_module(guidance="style_only", w_pose=3.0)
+    with pytest.raises(ValueError, match=r"'disentangled' is weighted by w_pose and w_style; scale=3.0 does not"):
+        tiny_module(guidance="disentangled", scale=3.0)
     with pytest.raises(ValueError, match="condition_dropout"):
         tiny_module(condition_dropout="both")
     with pytest.raises(ValueError, match="pose_channels"):
         PIDMLitModule(pose_channels=None)
+
+
+def test_guidance_overrides_keep_configured_weights_only_for_the_configured_form():
+    module = tiny_module(guidance="style_only", scale=3.0)
+    assert dict(module.resolve_guidance().weights) == {"full": 3.0, "pose": -2.0}
+    assert dict(module.resolve_guidance(scale=1.5).weights) == {"full": 1.5, "pose": -0.5}
+    # Another form starts from its own defaults (2) and the given weights; the configured scale does not follow it.
+    assert dict(module.resolve_guidance("disentangled", w_pose=1.0).weights) == {"none": -2.0, "pose": 1.0,
+                                                                                 "style": 2.0}
+    with pytest.raises(ValueError, match="scale=2.5 does not apply"):
+        module.resolve_guidance("nested", scale=2.5)
 
 
 def test_image_log_columns_and_pose_previews():

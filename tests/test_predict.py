@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from experiments.fit import main as fit
 from experiments.import_official import lightning_checkpoint
 from experiments.import_official import main as import_official
 from experiments.predict import main as predict
@@ -15,6 +18,7 @@ from lightning_modules.nets.sdm_unet import SDMUNet
 from lightning_modules.official.sdm import export_official_sdm
 from lightning_modules.sdm import SDMLitModule
 
+REPO = Path(__file__).parents[1]
 TINY = dict(
     num_classes=3, instance_edges=False, image_size=8, model_channels=8, channel_mult=[1, 2], num_res_blocks=1,
     attention_resolutions=[], num_head_channels=8, spade_hidden_channels=8, num_timesteps=50,
@@ -50,17 +54,78 @@ def test_predict_writes_every_sample_and_refuses_to_overwrite(tmp_path, checkpoi
     predict([*args, "--overwrite"])
 
 
-def test_predict_applies_the_run_datasets_label_remap(tmp_path, checkpoint):
+def test_predict_applies_the_run_datasets_label_remap(tmp_path, checkpoint, capsys):
     # Raw shapes/ADE20K file ids 1..3 are classes 0..2 after the dataset's remap (id - 1, 0 -> "other").
     data = {"class_path": "datamodules.shapes.ShapesDataModule", "init_args": {"root": str(tmp_path / "unused")}}
     config = tmp_path / "data.yaml"
     config.write_text(yaml.safe_dump({"data": data}))
     labels = write_maps(tmp_path / "labels", {"raw": np.array([[1, 2], [3, 1]]).repeat(4, 0).repeat(4, 1)})
     args = ["--ckpt_path", str(checkpoint), "--labels", str(labels), "--steps", "2"]
-    with pytest.raises(ValueError, match="raw.png has class ids outside 0..2"):  # no run config: ids used as-is
+    with pytest.raises(ValueError, match=r"raw.png has class ids \[3\]"):  # no decoding known: ids used as-is
         predict([*args, "--out", str(tmp_path / "plain")])
+    assert "PNG values are used as class ids 0..2" in capsys.readouterr().out
     predict([*args, "--out", str(tmp_path / "remapped"), "--data_config", str(config)])
     assert (tmp_path / "remapped" / "raw_s0.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def trained_shapes_checkpoint(tmp_path_factory) -> Path:
+    """A one-step SDM trained on a tiny shapes tree by experiments.fit, copied away from its run directory."""
+    root = tmp_path_factory.mktemp("trained")
+    fit([
+        "--config", str(REPO / "configs/sdm/shapes.yaml"), "--config", str(REPO / "configs/debug/tiny_sdm.yaml"),
+        f"--data.init_args.root={root / 'shapes'}", "--data.init_args.num_train=4", "--data.init_args.num_val=2",
+        "--data.init_args.num_test=2", f"--trainer.logger.init_args.save_dir={root / 'runs'}", "--trainer.max_steps=1",
+    ])  # fmt: skip
+    copy = root / "elsewhere" / "model.ckpt"  # no config.yaml next to it: the checkpoint must say how to decode
+    copy.parent.mkdir()
+    shutil.copy(root / "runs/sdm_shapes/version_0/checkpoints/last.ckpt", copy)
+    return copy
+
+
+def test_a_trained_checkpoint_decodes_raw_dataset_ids_on_its_own(tmp_path, trained_shapes_checkpoint):
+    stored = torch.load(trained_shapes_checkpoint, weights_only=True)["raw_label_lut"]
+    # The ADE rule of the shapes data (7 classes): id - 1, 0 -> 6 ("other"); from 8 on no class.
+    assert stored.shape == (2**16,) and stored[:10].tolist() == [6, 0, 1, 2, 3, 4, 5, 6, -1, -1]
+    ids = np.array([[1, 2, 3, 0], [4, 5, 6, 8]]).repeat(8, 0).repeat(4, 1)  # a 16x16 map of raw ids
+    labels = write_maps(tmp_path / "labels", {"raw": ids})
+    instances = write_maps(tmp_path / "instances", {"raw": np.zeros((16, 16))})
+    common = ["--ckpt_path", str(trained_shapes_checkpoint), "--instances", str(instances), "--steps", "2"]
+    with pytest.raises(ValueError, match=r"raw.png has raw ids that are no class of the training data \[8\]"):
+        predict([*common, "--labels", str(labels), "--out", str(tmp_path / "bad")])
+    valid = write_maps(tmp_path / "valid", {"raw": np.clip(ids, 0, 6)})
+    predict([*common, "--labels", str(valid), "--out", str(tmp_path / "good")])
+    assert (tmp_path / "good" / "raw_s0.png").is_file()
+
+
+def test_sampling_follows_the_checkpoint_unless_the_command_line_says_otherwise(tmp_path, monkeypatch):
+    module = SDMLitModule(**TINY, sampler="ddpm", sampling_steps=3, guidance_scale=1.5)
+    path = tmp_path / "run" / "checkpoints" / "model.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save(lightning_checkpoint(module, {**TINY, "sampler": "ddpm", "sampling_steps": 3, "guidance_scale": 1.5}),
+               path)
+    labels = write_maps(tmp_path / "labels", {"a": np.zeros((8, 8))})
+    used = []
+    sample = SDMLitModule.sample
+    monkeypatch.setattr(SDMLitModule, "sample", lambda self, variants, guidance, shape, *, options, **kwargs: (
+        used.append((options, dict(guidance.weights))) or sample(self, variants, guidance, shape, options=options,
+                                                                 **kwargs)))
+    predict(["--ckpt_path", str(path), "--labels", str(labels), "--out", str(tmp_path / "a")])
+    predict(["--ckpt_path", str(path), "--labels", str(labels), "--out", str(tmp_path / "b"), "--sampler", "ddim",
+             "--steps", "2", "--guidance_scale", "1"])
+    (first, first_weights), (second, second_weights) = used
+    assert (first.sampler, first.steps, first_weights) == ("ddpm", 3, {"cond": 1.5, "null": -0.5})
+    assert (second.sampler, second.steps, second_weights) == ("ddim", 2, {"cond": 1.0})
+
+
+def test_options_of_the_other_model_family_are_errors(tmp_path, checkpoint):
+    labels = write_maps(tmp_path / "labels", {"a": np.zeros((8, 8))})
+    common = ["--ckpt_path", str(checkpoint), "--labels", str(labels), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=r"--w_pose is an option of PIDM .* holds a SDMLitModule"):
+        predict([*common, "--w_pose", "2"])
+    with pytest.raises(SystemExit, match="no instance-edge channel"):
+        predict([*common, "--instances", str(labels)])
+    assert not (tmp_path / "out").exists()
 
 
 def test_imported_official_weights_predict(tmp_path):
@@ -73,8 +138,15 @@ def test_imported_official_weights_predict(tmp_path):
     (tmp_path / "flags.yaml").write_text(yaml.safe_dump(flags))
     out = import_official(["sdm", "--weights", str(tmp_path / "official.pt"), "--flags",
                            str(tmp_path / "flags.yaml"), "--out", str(tmp_path / "sdm.ckpt")])
-    state = torch.load(out, weights_only=True)["state_dict"]
-    assert all(torch.equal(state[f"net.{k}"], v) for k, v in net.state_dict().items())
+    checkpoint = torch.load(out, weights_only=True)
+    assert all(torch.equal(checkpoint["state_dict"][f"net.{k}"], v) for k, v in net.state_dict().items())
+    # It samples as the official scripts: ancestral DDPM over every step, guidance 1.5, x0 clipped.
+    hparams = checkpoint["hyper_parameters"]
+    assert (hparams["sampler"], hparams["sampling_steps"], hparams["guidance_scale"], hparams["clip_x0"]) == (
+        "ddpm", 50, 1.5, True)
+    model_section = yaml.safe_load(out.with_suffix(".yaml").read_text())["model"]
+    assert model_section["class_path"] == "lightning_modules.sdm.SDMLitModule"
+    assert model_section["init_args"]["sampler"] == "ddpm" and model_section["init_args"]["model_channels"] == 32
     labels = write_maps(tmp_path / "labels", {"a": np.zeros((16, 16))})
     predict(["--ckpt_path", str(out), "--labels", str(labels), "--out", str(tmp_path / "gen"), "--steps", "2"])
     assert (tmp_path / "gen" / "a_s0.png").is_file()

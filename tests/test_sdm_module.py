@@ -6,6 +6,7 @@ import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from callbacks.ema import DelayedEMA
 from lightning_modules.conditioning import drop_conditions, instance_edges, semantic_condition
 from lightning_modules.sdm import SDMLitModule
 
@@ -123,6 +124,49 @@ def test_ema_weights_differ_from_raw_ones_and_are_used_for_sampling(tmp_path):
     saved = {"hyper_parameters": dict(initialised.hparams)}
     initialised.on_save_checkpoint(saved)
     assert saved["hyper_parameters"]["init_from"] is None
+
+
+class RecordsTrainingStart(pl.Callback):
+    """Copies the optimizer state, learning rate and EMA average as training starts (after on_fit_start)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        optimizer = trainer.optimizers[0]
+        self.moments = [optimizer.state[p]["exp_avg"].clone() for p in optimizer.param_groups[0]["params"]
+                        if p in optimizer.state]
+        self.lr = optimizer.param_groups[0]["lr"]
+        ema = next(c for c in trainer.callbacks if isinstance(c, DelayedEMA))
+        self.average = {k: v.clone() for k, v in ema._average_model.module.state_dict().items()}
+        self.num_averaged = int(ema._average_model.n_averaged)
+
+
+@pytest.mark.slow
+def test_fine_tuning_can_continue_the_optimizer_and_the_ema_of_the_raw_weights(tmp_path):
+    pretrain = quiet_trainer(max_steps=4, callbacks=[DelayedEMA(decay=0.5), ModelCheckpoint(dirpath=tmp_path,
+                                                                                           save_last=True)])
+    pretrain.fit(tiny_sdm(lr=1e-2), DataLoader(random_batches(4), batch_size=None))
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+
+    def start(**init) -> RecordsTrainingStart:
+        record = RecordsTrainingStart()
+        trainer = quiet_trainer(max_steps=1, callbacks=[DelayedEMA(decay=0.5), record], enable_checkpointing=False)
+        module = tiny_sdm(lr=2e-5, init_from=str(tmp_path / "last.ckpt"), init_weights="raw", **init)
+        trainer.fit(module, DataLoader(random_batches(1, seed=3), batch_size=None))
+        return record
+
+    # As the official fine-tune from a modelNNNNNN.pt: the moments and the average continue, at the new lr.
+    resumed = start(init_training_state=True)
+    saved_moments = [state["exp_avg"] for state in checkpoint["optimizer_states"][0]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(resumed.moments, saved_moments, strict=True))
+    assert resumed.lr == pytest.approx(2e-5) and checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-2
+    assert all(torch.equal(resumed.average[k], v) for k, v in checkpoint["state_dict"].items())
+    assert resumed.num_averaged == int(checkpoint["averaging_state"]["n_averaged"]) == 4
+    # Our default: a fresh optimizer and an average that starts from the loaded (raw) weights.
+    fresh = start()
+    assert fresh.moments == []
+    assert all(torch.equal(fresh.average[k], v) for k, v in checkpoint["current_model_state"].items())
+    assert fresh.num_averaged == 0
+    with pytest.raises(ValueError, match="init_weights: raw"):
+        tiny_sdm(init_from=str(tmp_path / "last.ckpt"), init_training_state=True)
 
 
 def test_timestep_sampler_state_round_trips_through_checkpoints():
