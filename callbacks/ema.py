@@ -63,7 +63,9 @@ class DelayedEMA(EMAWeightAveraging):
         self._follow_raw_weights(pl_module)
         super().on_validation_epoch_start(trainer, pl_module)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._follow_raw_weights(pl_module)
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
 

@@ -21,8 +21,8 @@ from datamodules.image_sets import ImageSetFingerprint
 from datamodules.keypoints import load_keypoints_txt, load_patn_csv, resize_keypoints, transform_keypoints
 from datamodules.pose_rendering import POSE_CHANNELS, PoseEncoding, render_pose
 from datamodules.loaders import DataLoaderSettings
-from datamodules.robust import BadSamplePolicy, GuardedDataset
-from datamodules.sampling import evaluation_sampler
+from datamodules.bad_samples import BadSamplePolicy, GuardedDataset
+from datamodules.samplers import evaluation_sampler
 
 Split = Literal["train", "test"]
 
@@ -124,7 +124,7 @@ class PersonPairDataset(GuardedDataset):
     """Source/target person pairs rendered into the batch format of the person DataModules.
 
     Every random choice of a fetch (source, flip, scale and crop) is drawn from a generator seeded with the sample's
-    seed (see :class:`datamodules.robust.GuardedDataset`), so augmentations are reproducible whatever the workers.
+    seed (see :class:`datamodules.bad_samples.GuardedDataset`), so augmentations are reproducible whatever the workers.
 
     Args:
         samples: pair lines to draw from.

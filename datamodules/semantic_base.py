@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from datamodules.image_sets import ImageSetFingerprint
 from datamodules.palettes import bit_interleaved_palette
 from datamodules.loaders import DataLoaderSettings
-from datamodules.robust import BadSamplePolicy, GuardedDataset
-from datamodules.sampling import evaluation_sampler
+from datamodules.bad_samples import BadSamplePolicy, GuardedDataset
+from datamodules.samplers import evaluation_sampler
 from datamodules.semantic_files import (
     INDEX_MAP_INTERPOLATION,
     SemanticSample,
@@ -116,7 +116,7 @@ def build_transform(
 class SemanticImageDataset(GuardedDataset):
     """Reads, validates and augments (image, label[, instance]) samples.
 
-    Each fetch re-seeds the pipeline with the sample's seed (see :class:`datamodules.robust.GuardedDataset`), so
+    Each fetch re-seeds the pipeline with the sample's seed (see :class:`datamodules.bad_samples.GuardedDataset`), so
     augmentations are reproducible whatever the worker layout.
 
     Args:

@@ -9,7 +9,7 @@ from there too, e.g. ``--model.init_args.test_sampler=ddim --model.init_args.tes
 
 Every test sample is scored exactly once on any number of processes: Lightning's padding
 ``DistributedSampler`` is switched off (``use_distributed_sampler: false``) and the DataModules shard the test
-split with ``datamodules.sampling.evaluation_sampler``.
+split with ``datamodules.samplers.evaluation_sampler``.
 """
 
 from experiments.cli import run_cli

@@ -40,7 +40,7 @@ from lightning_modules.diffusion import (
     guided_denoiser,
     training_losses,
 )
-from lightning_modules.evaluation_loop import EvaluationTestLoop
+from lightning_modules.evaluation_mixin import EvaluationMixin
 from lightning_modules.metrics import EvaluationConfig
 
 NUM_QUARTILES = 4
@@ -82,7 +82,7 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
-class DiffusionLitModule(EvaluationTestLoop, pl.LightningModule, ABC):
+class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
     """Hybrid-loss training, timestep sampling, AdamW with warm-up and respaced guided sampling for a denoiser.
 
     Args:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchvision.io import write_png
 
-from lightning_modules.metrics.protocols import to_uint8
+from lightning_modules.metrics.image_conversion import to_uint8
 
 METRICS_FILE = "metrics.json"
 

@@ -12,7 +12,7 @@ from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplingOpt
 from lightning_modules.conditioning import drop_conditions, instance_edges, semantic_condition
 from lightning_modules.diffusion import classifier_free
 from lightning_modules.evaluation_io import TestOutputDir, named_noise, sample_name
-from lightning_modules.evaluation_loop import segmenter_hint
+from lightning_modules.evaluation_mixin import segmenter_hint
 from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.nets.sdm_unet import SDMUNet
 

@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import DataLoader
 
 from callbacks.cfg_finetune import CFGFineTune
-from callbacks.image_logger import SampleGridLogger
+from callbacks.sample_grid import SampleGridLogger
 from lightning_modules.sdm import SDMLitModule
 
 TINY_NET = dict(

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from datamodules.persons import PersonsDataModule
-from datamodules.robust import BadSampleError, BadSampleWarning, GuardedDataset, SampleKey
+from datamodules.bad_samples import BadSampleError, BadSampleWarning, GuardedDataset
+from datamodules.samplers import SampleKey
 from datamodules.shapes import ShapesDataModule
 
 

@@ -35,7 +35,7 @@ trainer:
       save_dir: {save_dir}
       name: sdm
   plugins:
-    - class_path: callbacks.atomic_checkpoint.AtomicCheckpointIO
+    - class_path: experiments.checkpoint_io.AtomicCheckpointIO
   callbacks:
     - class_path: pytorch_lightning.callbacks.ModelCheckpoint
       init_args:

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.persons import PersonsDataModule
-from datamodules.robust import ResumableSampler, SampleKey, sample_seed
+from datamodules.samplers import ResumableSampler, SampleKey, sample_seed
 from datamodules.shapes import ShapesDataModule
 
 

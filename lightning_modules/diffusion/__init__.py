@@ -9,10 +9,7 @@ from lightning_modules.diffusion.gaussian import (
     q_posterior,
     q_sample,
     learned_range_log_variance,
-    min_snr_weight,
     split_output,
-    training_losses,
-    variational_bound_term,
 )
 from lightning_modules.diffusion.guidance import (
     Guidance,
@@ -22,11 +19,12 @@ from lightning_modules.diffusion.guidance import (
     nested,
     style_only,
 )
-from lightning_modules.diffusion.losses import (
+from lightning_modules.diffusion.likelihoods import (
     approx_standard_normal_cdf,
     discretized_gaussian_log_likelihood,
     normal_kl,
 )
+from lightning_modules.diffusion.losses import min_snr_weight, training_losses, variational_bound_term
 from lightning_modules.diffusion.samplers import SAMPLERS, SamplerStep, ddim, ddpm, dpmpp_2m
 from lightning_modules.diffusion.schedule import DiffusionSchedule, beta_schedule, extract, space_timesteps
 from lightning_modules.diffusion.timesteps import LossSecondMomentSampler, TimestepSampler, UniformTimestepSampler

@@ -38,7 +38,7 @@ from lightning_modules.metrics.distributed import process_rank, rank_zero_choice
 from lightning_modules.metrics.fid import build_fid
 from lightning_modules.metrics.fid_stats import load_real_stats, real_stats_key, real_stats_path, save_real_stats
 from lightning_modules.metrics.lpips import build_lpips, lpips_diversity, stargan_v2_inputs
-from lightning_modules.metrics.protocols import resize_uint8, to_uint8, uint8_to_signed, uint8_to_unit
+from lightning_modules.metrics.image_conversion import resize_uint8, to_uint8, uint8_to_signed, uint8_to_unit
 from lightning_modules.metrics.ssim import cropped_ssim
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 from lightning_modules.nets.attention import SelfAttention2d

@@ -9,7 +9,7 @@ from PIL import Image
 
 from datamodules.ade20k import ADE20KDataModule
 from datamodules.palettes import bit_interleaved_palette
-from datamodules.robust import ResumableSampler
+from datamodules.samplers import ResumableSampler
 from datamodules.semantic_base import LabelSpec, SemanticImageDataset, build_transform
 from datamodules.semantic_files import SemanticSample
 from trees import build_ade20k_tree, write_image, write_map

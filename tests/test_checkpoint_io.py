@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.atomic_checkpoint import AtomicCheckpointIO, CorruptCheckpointError
+from experiments.checkpoint_io import AtomicCheckpointIO, CorruptCheckpointError
 
 
 class TinyRegressor(pl.LightningModule):

@@ -1,10 +1,10 @@
 """The evaluation part of the diffusion LightningModules' test loop (``python -m experiments.test``).
 
-:class:`EvaluationTestLoop` is mixed into :class:`~lightning_modules.base.DiffusionLitModule`, which sets the
+:class:`EvaluationMixin` is mixed into :class:`~lightning_modules.base.DiffusionLitModule`, which sets the
 attributes it reads: ``evaluation`` (an :class:`EvaluationConfig` or None), ``test_sampling`` and
 ``test_num_samples`` (a ``SumMetric`` that ``test_step`` updates). A subclass implements
-:meth:`EvaluationTestLoop.evaluate_test_batch` and, in its ``on_test_start``, calls
-:meth:`EvaluationTestLoop.start_test_evaluation` with the images FID's real statistics describe. Results:
+:meth:`EvaluationMixin.evaluate_test_batch` and, in its ``on_test_start``, calls
+:meth:`EvaluationMixin.start_test_evaluation` with the images FID's real statistics describe. Results:
 ``test/<metric>`` logs, ``<log_dir>/test/metrics.json`` (rank zero), PNGs under ``<log_dir>/test/`` and
 ``hp/<metric>`` in the logger's hyperparameter view.
 """
@@ -42,7 +42,7 @@ def segmenter_hint(config: EvaluationConfig) -> str:
             """--model.init_args.evaluation='{"miou": null}'.""")
 
 
-class EvaluationTestLoop:
+class EvaluationMixin:
     """Test hooks: build the metrics on the device, check the output folder is new, report at the epoch end.
 
     Under DDP every method here runs on every rank: each reaches collectives (broadcast, metric syncs).
