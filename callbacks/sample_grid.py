@@ -9,9 +9,11 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from lightning_modules.base import SamplingOptions
+from datamodules.image_files import write_png
+from lightning_modules.base import SamplerName, SamplerSettings
+from lightning_modules.metrics.image_conversion import to_uint8
 
 
 def _take(batch: Mapping[str, Any], count: int) -> dict[str, Any]:
@@ -21,9 +23,10 @@ def _take(batch: Mapping[str, Any], count: int) -> dict[str, Any]:
 class SampleGridLogger(Callback):
     """Samples the first validation batch and logs one grid row per example, rank zero only.
 
-    The columns come from ``pl_module.image_log_columns(batch, generated)`` (SDM: colourised label | instance
-    edges | generated | real). The grid is logged to every TensorBoard logger under
-    ``val/samples_<sampler><steps>_s<guidance>`` and saved as ``<log_dir>/images/val/<tag>_gs-<step>.png``.
+    The columns come from ``pl_module.image_log_columns(batch, generated, palette)`` (SDM: label map in the
+    DataModule's ``palette`` | instance edges | generated | real). Sampling uses the model's own guidance. The grid
+    is logged to every TensorBoard logger under ``val/samples_<sampler><steps>`` and saved as
+    ``<log_dir>/images/val/<tag>_gs-<step>.png``.
 
     It runs in ``on_validation_batch_end`` of batch 0: every callback's ``on_validation_epoch_start`` (where
     ``EMAWeightAveraging`` swaps the EMA weights in) has run by then and ``on_validation_epoch_end`` (where it swaps
@@ -37,7 +40,6 @@ class SampleGridLogger(Callback):
         num_examples: Rows of the grid (taken from the first validation batch).
         sampler: Sampler name (``ddpm``, ``ddim``, ``dpmpp_2m``).
         steps: Sampling steps.
-        guidance_scale: Guidance scale (1: unguided).
         eta: DDIM eta.
         seed: Seed of the sampling noise.
         every_n_validations: Log at every n-th validation run (sanity checks excluded).
@@ -47,9 +49,8 @@ class SampleGridLogger(Callback):
     def __init__(
         self,
         num_examples: int = 8,
-        sampler: str = "ddim",
+        sampler: SamplerName = "ddim",
         steps: int = 50,
-        guidance_scale: float = 1.0,
         eta: float = 0.0,
         seed: int = 0,
         every_n_validations: int = 1,
@@ -58,8 +59,7 @@ class SampleGridLogger(Callback):
         if num_examples < 1 or every_n_validations < 1:
             raise ValueError("num_examples and every_n_validations must be >= 1")
         self.num_examples = num_examples
-        self.options = SamplingOptions(sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta)
-        self.seed = seed
+        self.sampling = SamplerSettings(sampler, steps, eta, seed)
         self.every_n_validations = every_n_validations
         self.save_png = save_png
         self._validations = 0
@@ -68,7 +68,7 @@ class SampleGridLogger(Callback):
     @property
     def tag(self) -> str:
         """TensorBoard tag; it encodes the sampler so that sweeps do not collide."""
-        return f"val/samples_{self.options.sampler}{self.options.steps}_s{float(self.options.guidance_scale)!r}"
+        return f"val/samples_{self.sampling.sampler}{self.sampling.steps}"
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._png_dir = Path(trainer.log_dir or trainer.default_root_dir) / "images" / "val"
@@ -89,15 +89,17 @@ class SampleGridLogger(Callback):
         due = (self._validations - 1) % self.every_n_validations == 0
         if trainer.sanity_checking or batch_idx != 0 or dataloader_idx != 0 or not due or not trainer.is_global_zero:
             return
-        grid = self.sample_grid(pl_module, batch)
+        grid = self.sample_grid(pl_module, batch, getattr(trainer.datamodule, "palette", None))
         self._write(trainer, grid)
 
-    def sample_grid(self, pl_module: "pl.LightningModule", batch: Mapping[str, Any]) -> Tensor:
+    def sample_grid(
+        self, pl_module: "pl.LightningModule", batch: Mapping[str, Any], palette: Tensor | None = None
+    ) -> Tensor:
         """The (3, H', W') grid in [0, 1] for the first ``num_examples`` examples of ``batch``."""
         examples = _take(batch, self.num_examples)
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        generated = pl_module.generate_batch(examples, options=self.options, generator=generator)
-        columns = pl_module.image_log_columns(examples, generated)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.sampling.seed)
+        generated = pl_module.generate_batch(examples, sampling=self.sampling, generator=generator)
+        columns = pl_module.image_log_columns(examples, generated, palette)
         rows = torch.stack(columns, dim=1).flatten(0, 1)  # (B * columns, 3, H, W), one row per example
         return make_grid(rows.float().cpu(), nrow=len(columns), normalize=True, value_range=(-1, 1), pad_value=1.0)
 
@@ -107,5 +109,5 @@ class SampleGridLogger(Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(self.tag, grid, step)
         if self.save_png:
-            self._png_dir.mkdir(parents=True, exist_ok=True)
-            save_image(grid, self._png_dir / f"{self.tag.split('/', 1)[1]}_gs-{step:06d}.png")
+            # The grid is in [0, 1]; to_uint8 takes [-1, 1] and rounds as every other saved image.
+            write_png(self._png_dir / f"{self.tag.split('/', 1)[1]}_gs-{step:06d}.png", to_uint8(grid * 2 - 1))

@@ -2,18 +2,13 @@
 
 import os
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, RandomSampler
 
-
-def derived_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys (``numpy.random.SeedSequence``)."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)
-    return int(state[0]) & (2**63 - 1)
+from datamodules.seeds import derived_seed
 
 
 class StepSeeding(Callback):

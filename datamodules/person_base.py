@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.image_files import read_rgb
 from datamodules.image_sets import ImageSetFingerprint
 from datamodules.keypoints import load_keypoints_txt, load_patn_csv, resize_keypoints, transform_keypoints
 from datamodules.pose_rendering import POSE_CHANNELS, PoseEncoding, render_pose
@@ -72,17 +73,6 @@ class PairSample:
 
     target: PosedImage
     sources: tuple[PosedImage, ...]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file as uint8 ``(H, W, 3)`` RGB; an unreadable file raises ``ValueError`` naming it."""
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: corrupt or unreadable image ({error})") from error
 
 
 def require_file(path: Path, listed_in: Path) -> Path:

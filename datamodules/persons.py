@@ -11,12 +11,10 @@ target's body-part labels and identity (:class:`PartLabelledPairDataset`), which
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,14 @@ import cv2
 import numpy as np
 import torch
 
+from datamodules.builtin_data import check_generated, generate_once
 from datamodules.deepfashion import DeepFashionDataModule
+from datamodules.image_files import write_png
 from datamodules.keypoints import MISSING, save_keypoints_txt, to_txt_frame
 from datamodules.person_base import PairSample, PersonPairDataset, Split
 
 CANVAS_SIZE = (128, 88)  # (H, W): the 256x176 DeepFashion aspect at half scale
 GENERATOR_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 
 _SKIN_TONES = ((255, 224, 196), (234, 192, 134), (198, 134, 66), (141, 85, 36), (95, 60, 35))
 _HAIR_COLOURS = ((30, 25, 20), (100, 60, 30), (220, 190, 110), (170, 70, 30), (165, 165, 165))
@@ -241,10 +240,8 @@ def _write_tree(root: Path, spec: PersonsSpec) -> None:
         for pose_index in range(spec.poses_per_identity):
             joints, annotation, background = image_scene(spec, identity, pose_index)
             name = image_name(identity, pose_index)
-            (root / "img" / name).parent.mkdir(parents=True, exist_ok=True)
             (root / "pose" / name).parent.mkdir(parents=True, exist_ok=True)
-            image = draw_person(joints, look, background, spec.canvas_size)
-            cv2.imwrite(str(root / "img" / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            write_png(root / "img" / f"{name}.png", draw_person(joints, look, background, spec.canvas_size))
             save_keypoints_txt(root / "pose" / f"{name}.txt", to_txt_frame(annotation, spec.canvas_size))
             names.append(f"img/{name}.png")
         split = "test" if identity >= first_test else "train"
@@ -256,43 +253,11 @@ def _write_tree(root: Path, spec: PersonsSpec) -> None:
     for stem, content in lines.items():
         suffix = ".txt" if stem.endswith("pairs") else ".lst"
         (root / f"{stem}{suffix}").write_text("\n".join(content) + "\n")
-    (root / MANIFEST_NAME).write_text(json.dumps(asdict(spec), indent=2) + "\n")
 
 
-def check_manifest(root: Path, spec: PersonsSpec) -> bool:
-    """True if ``root`` holds a tree generated from ``spec``; False if there is no tree.
-
-    Raises:
-        ValueError: if ``root`` holds a tree from other arguments, or a non-empty folder without a manifest.
-    """
-    manifest = root / MANIFEST_NAME
-    if not manifest.is_file():
-        if root.is_dir() and any(root.iterdir()):
-            raise ValueError(f"{root} is not empty and has no {MANIFEST_NAME}; refusing to write persons data there")
-        return False
-    stored = json.loads(manifest.read_text())
-    expected = json.loads(json.dumps(asdict(spec)))
-    differing = {key: (stored.get(key), value) for key, value in expected.items() if stored.get(key) != value}
-    if differing:
-        details = ", ".join(f"{key}: stored {old!r} != requested {new!r}" for key, (old, new) in differing.items())
-        raise ValueError(f"{manifest} was generated with other arguments ({details}); use another root or delete it")
-    return True
-
-
-def generate_persons(root: str | Path, spec: PersonsSpec) -> None:
-    """Write the persons tree for ``spec`` into ``root`` once; a matching existing tree is left as it is."""
-    root = Path(root)
-    if check_manifest(root, spec):
-        return
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        _write_tree(staging, spec)
-        if root.is_dir():
-            root.rmdir()  # empty, checked above
-        staging.rename(root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def generate_persons(root: str | Path, spec: PersonsSpec) -> bool:
+    """Write the persons tree for ``spec`` into ``root`` once; returns False when the same tree is already there."""
+    return generate_once(root, asdict(spec), partial(_write_tree, spec=spec), "persons")
 
 
 class PartLabelledPairDataset(PersonPairDataset):
@@ -353,7 +318,7 @@ class PersonsDataModule(DeepFashionDataModule):
         generate_persons(self.root, self.spec)
 
     def setup(self, stage: str | None = None) -> None:
-        if not check_manifest(self.root, self.spec):
+        if not check_generated(self.root, asdict(self.spec), "persons"):
             raise FileNotFoundError(f"{self.root} has no persons data yet; call prepare_data() first")
         super().setup(stage)
 

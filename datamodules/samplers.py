@@ -10,11 +10,12 @@ import itertools
 from collections.abc import Iterator
 from typing import NamedTuple
 
-import numpy as np
 import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
+
+from datamodules.seeds import derived_seed
 
 
 class SampleKey(NamedTuple):
@@ -22,12 +23,6 @@ class SampleKey(NamedTuple):
 
     index: int
     seed: int
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of sample ``index`` in ``epoch`` (a well-mixed 63-bit integer)."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)
-    return int(state[0]) & (2**63 - 1)
 
 
 class ResumableSampler(DistributedSampler):
@@ -70,7 +65,7 @@ class ResumableSampler(DistributedSampler):
         self._resume_epoch, self._resume_at = None, 0
         for index in itertools.islice(super().__iter__(), self.yielded, None):
             self.yielded += 1
-            yield SampleKey(index, sample_seed(self.seed, self.epoch, index))
+            yield SampleKey(index, derived_seed(self.seed, self.epoch, index))
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "yielded": self.yielded}

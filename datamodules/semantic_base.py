@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.image_files import read_rgb
 from datamodules.image_sets import ImageSetFingerprint
 from datamodules.palettes import bit_interleaved_palette
 from datamodules.loaders import DataLoaderSettings
@@ -31,7 +32,6 @@ from datamodules.semantic_files import (
     SemanticSample,
     fit_index_map,
     read_index_map,
-    read_rgb,
 )
 
 LabelRemap = Callable[[np.ndarray], np.ndarray]

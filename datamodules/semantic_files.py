@@ -90,14 +90,6 @@ def pair_files(
     ]
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image as uint8 RGB ``(H, W, 3)``; raise ``ValueError`` naming the file if it cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image file {path} (missing, corrupt or unsupported format)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def read_index_map(path: Path) -> np.ndarray:
     """Read a single-channel label/instance map at full bit depth (16-bit PNGs keep their ids) as int64."""
     values = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -7,17 +7,15 @@ never drawn, ids 1..6 = sky, ground, water, disc, square, triangle), ``annotatio
 0 -> 6) the classes are 0..5 plus the unused "other" class 6: ``num_classes`` = 7, ``label_channels`` = 8.
 """
 
-import json
-import os
-import shutil
-import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from datamodules.ade20k import ADE20KDataModule
+from datamodules.builtin_data import generate_once
+from datamodules.image_files import write_png
 from datamodules.semantic_base import LabelSpec, ade_style_remap, to_hw
 from datamodules.shapes_render import SHAPES_CLASS_NAMES, render_layout
 
@@ -36,59 +34,16 @@ def shapes_manifest(seed: int, image_size: tuple[int, int], counts: dict[str, in
     }
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"could not write {path}")
-
-
 def _write_tree(root: Path, manifest: dict[str, Any]) -> None:
     height, width = manifest["image_size"]
     for split_index, split in enumerate(SHAPES_SPLITS):
         rng = np.random.default_rng([manifest["seed"], split_index])
-        folders = [root / kind / split for kind in ("images", "annotations", "annotations_instance")]
-        for folder in folders:
-            folder.mkdir(parents=True)
         for index in range(manifest["counts"][split]):
             sample = render_layout(height, width, rng)
             name = f"shapes_{split}_{index:06d}.png"
-            _write_png(folders[0] / name, cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
-            _write_png(folders[1] / name, sample.label)
-            _write_png(folders[2] / name, sample.instance)
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def generate_shapes(root: str | Path, manifest: dict[str, Any]) -> bool:
-    """Write the shapes tree described by ``manifest`` to ``root`` unless the same tree is already there.
-
-    The tree is written to a temporary sibling folder and renamed into place, so an interrupted run never
-    leaves a half-written tree. Returns whether anything was generated.
-
-    Raises:
-        ValueError: ``root`` holds a tree made with other arguments, or is a non-empty folder without a manifest.
-    """
-    root = Path(root)
-    manifest_path = root / "manifest.json"
-    if manifest_path.is_file():
-        existing = json.loads(manifest_path.read_text())
-        if existing != manifest:
-            raise ValueError(
-                f"{root} already holds a shapes dataset generated with {existing}, which differs from the "
-                f"requested {manifest}; pick another root or delete {root} to regenerate"
-            )
-        return False
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ValueError(f"{root} exists and is not a shapes dataset (no manifest.json); pick another root")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        _write_tree(staging, manifest)
-        if root.exists():
-            root.rmdir()
-        os.replace(staging, root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return True
+            write_png(root / "images" / split / name, sample.image)
+            write_png(root / "annotations" / split / name, sample.label)
+            write_png(root / "annotations_instance" / split / name, sample.instance)
 
 
 class ShapesDataModule(ADE20KDataModule):
@@ -146,4 +101,4 @@ class ShapesDataModule(ADE20KDataModule):
         )
 
     def prepare_data(self) -> None:
-        generate_shapes(self.root, self.manifest)
+        generate_once(self.root, self.manifest, partial(_write_tree, manifest=self.manifest), "shapes")

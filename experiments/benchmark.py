@@ -34,14 +34,13 @@ from experiments.benchmark_measure import (
     prepared_network,
 )
 from experiments.benchmark_workloads import (
-    SMALL_ARCHITECTURE,
     SMALL_BATCH_SIZE,
+    SMALL_NETWORK,
     Workload,
-    accepted_overrides,
     load_lit_module,
+    network_overrides,
     randomize_zero_parameters,
     read_config,
-    workload_for,
 )
 from lightning_modules.diffusion import SAMPLERS
 
@@ -275,7 +274,7 @@ def _sampling_row(
     flops: float,
     peak: float | None,
 ) -> dict[str, str]:
-    passes = len(workload.guidance(settings.guidance_scale).active_variants)
+    passes = len(workload.guidance(settings.guidance_scale).rule().active_variants)
     nfe = steps * passes
     return {
         "variant": variant.name,
@@ -348,13 +347,11 @@ def main(argv: Sequence[str] | None = None) -> Report:
     sections = read_config(args.config)
     overrides = {}
     if model_size == "small":
-        overrides = accepted_overrides(sections["model"]["class_path"], SMALL_ARCHITECTURE)
-    module = load_lit_module(args.config, overrides)
-    workload = workload_for(module)
+        overrides = network_overrides(sections["model"]["class_path"], SMALL_NETWORK)
+    workload = Workload(load_lit_module(args.config, overrides))
     torch.manual_seed(args.seed)
     randomize_zero_parameters(workload.net, torch.Generator().manual_seed(args.seed))
-    model_args = {**(sections["model"].get("init_args") or {}), **overrides}
-    image_size = args.image_size or model_args.get("image_size", 256)
+    image_size = args.image_size or workload.module.net.config.image_size
     config_batch = (sections["data"].get("init_args") or {}).get("batch_size", 4)
     batch = args.batch_size or (SMALL_BATCH_SIZE if model_size == "small" else config_batch)
     precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())

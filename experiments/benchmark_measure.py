@@ -129,9 +129,9 @@ def measure_training(
     """Images/s of forward + hybrid loss + backward + AdamW step (median of ``steps`` timed steps, same batch)."""
     _reset_peak_memory(device)
     model = prepared_network(workload, variant, device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), **workload.optimizer_options)
+    optimizer = torch.optim.AdamW(model.parameters(), **workload.module.optimizer_options)
     generator = torch.Generator(device).manual_seed(seed)
-    schedule = workload.schedule.to(device)
+    schedule = workload.module.schedule.to(device)
     x0 = torch.randn(batch, workload.image_channels, *size, generator=generator, device=device)
     conditions = workload.conditions(batch, size, generator)
     inputs = _as_layout({"x0": x0, **conditions}, variant.channels_last)
@@ -147,8 +147,8 @@ def measure_training(
                 x0,
                 t,
                 noise,
-                variance=workload.variance,
-                vlb_weight=workload.vlb_weight,
+                variance=workload.module.variance,
+                vlb_weight=workload.module.vlb_weight,
             )
         losses["loss"].mean().backward()
         optimizer.step()
@@ -190,7 +190,7 @@ def measure_sampling(
     timed_steps = steps if steps <= max_timed_steps else probe_steps
     if timed_steps < 2:
         raise ValueError(f"a timed sampling run needs at least 2 steps, got {timed_steps} (see probe_steps)")
-    schedule = workload.schedule
+    schedule = workload.module.schedule
 
     def respaced(count: int) -> DiffusionSchedule:
         spec = respacing_spec(sampler, count, schedule.num_steps)
@@ -198,7 +198,7 @@ def measure_sampling(
 
     _reset_peak_memory(device)
     generator = torch.Generator(device).manual_seed(seed)
-    conditions = _as_layout(workload.conditions(batch, size, generator), variant.channels_last)
+    data = _as_layout(workload.data_batch(batch, size, generator), variant.channels_last)
     x_T = torch.randn(batch, workload.image_channels, *size, generator=generator, device=device)
     guidance = workload.guidance(guidance_scale)
     wrap = sequential_guided_denoiser if variant.naive else guided_denoiser
@@ -215,9 +215,10 @@ def measure_sampling(
         clock.clear()
         tick(None)
         with torch.no_grad(), autocast(device, variant.precision):
-            denoise = wrap(float_output, workload.guidance_variants(model, conditions), guidance)
+            variants, rule, _ = workload.module.guided_conditions(data, guidance, model)
+            denoise = wrap(float_output, variants, rule)
             SAMPLERS[sampler](
-                denoise, x_T, run_schedule, variance=workload.variance, generator=generator, callback=tick
+                denoise, x_T, run_schedule, variance=workload.module.variance, generator=generator, callback=tick
             )
 
     warmup_s = _wall_seconds(lambda: sample(respaced(2)), 1, device)
@@ -235,11 +236,12 @@ def forward_flops(workload: Workload, size: tuple[int, int], device: torch.devic
     """
     model = naive_copy(workload.net).to(device).eval()
     generator = torch.Generator(device).manual_seed(0)
-    conditions = workload.conditions(1, size, generator)
+    data = workload.data_batch(1, size, generator)
+    conditions = workload.module.training_inputs(data)[1]
     x = torch.randn(1, workload.image_channels, *size, generator=generator, device=device)
     t = torch.zeros(1, dtype=torch.long, device=device)
     with torch.no_grad():
-        variants = workload.guidance_variants(model, conditions)
+        variants, _, _ = workload.module.guided_conditions(data, workload.guidance(2.0), model)
         counts = []
         for kwargs in (conditions, next(iter(variants.values()))):
             with FlopCounterMode(display=False) as counter:
@@ -253,7 +255,7 @@ def baseline_max_abs_diff(workload: Workload, size: tuple[int, int], device: tor
     generator = torch.Generator(device).manual_seed(0)
     conditions = workload.conditions(batch, size, generator)
     x = torch.randn(batch, workload.image_channels, *size, generator=generator, device=device)
-    t = torch.randint(0, workload.schedule.num_steps, (batch,), generator=generator, device=device)
+    t = torch.randint(0, workload.module.schedule.num_steps, (batch,), generator=generator, device=device)
     outputs = []
     for variant in (Variant("SDPA"), Variant("einsum", naive=True)):
         model = prepared_network(workload, variant, device).eval()

@@ -2,34 +2,33 @@
 
 :func:`load_lit_module` builds the config's LightningModule exactly as ``experiments.fit`` would (same
 ``class_path``/``init_args``, same data-to-model links), optionally with the small CPU architecture
-(:data:`SMALL_ARCHITECTURE`). :func:`workload_for` wraps its network in a :class:`Workload` that knows how to make
-a random training batch and the guided sampling variants of that network family (SDM or PIDM).
+(:data:`SMALL_NETWORK`). A :class:`Workload` wraps the module: it makes random batches in the DataModules' format
+of the module's family, and the network inputs and guided sampling variants come from the module's own methods
+(``training_inputs``, ``guided_conditions``).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
-import torch.nn.functional as F
 import yaml
 from jsonargparse import ArgumentParser
 from pytorch_lightning import LightningDataModule, LightningModule
 from torch import Tensor, nn
 
 from experiments.cli import DATA_TO_MODEL
-from lightning_modules.diffusion import DiffusionSchedule, Guidance, classifier_free, style_only
-from lightning_modules.nets.pidm_unet import PIDMUNet
-from lightning_modules.nets.sdm_unet import SDMUNet
+from lightning_modules.base import DiffusionLitModule
+from lightning_modules.pidm import PoseStyleGuidance
+from lightning_modules.sdm import ClassifierFreeGuidance, SDMLitModule
 
-# Model init arguments of the small architecture used for CPU runs; each is applied where the model accepts it.
+# Network settings of the small architecture used for CPU runs; each is applied where the network config has it.
 # Widths stay multiples of 32 (GroupNorm groups) and attention sits at the two lowest resolutions.
-SMALL_ARCHITECTURE: dict[str, Any] = {
+SMALL_NETWORK: dict[str, Any] = {
     "image_size": 16,
     "model_channels": 32,
     "channel_mult": [1, 2, 2],
@@ -55,24 +54,27 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return {"model": config["model"], "data": config["data"]}
 
 
-def accepted_overrides(class_path: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``overrides`` that the constructor of ``class_path`` (or a base class) accepts by name."""
+def network_overrides(class_path: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``overrides`` that the ``network`` settings of the module ``class_path`` have."""
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
-    names = {name for klass in cls.__mro__ for name in inspect.signature(klass.__init__).parameters}
+    config_type = get_type_hints(cls.__init__)["network"]
+    names = {field.name for field in fields(config_type)}
     return {key: value for key, value in overrides.items() if key in names}
 
 
-def load_lit_module(config_path: str | Path, model_overrides: Mapping[str, Any] | None = None) -> LightningModule:
+def load_lit_module(config_path: str | Path, network: Mapping[str, Any] | None = None) -> DiffusionLitModule:
     """Instantiate the config's LightningModule with the data-to-model links of ``experiments.cli``.
 
     Args:
         config_path: Experiment YAML with ``model`` and ``data`` in subclass mode.
-        model_overrides: ``init_args`` replacing the config's (e.g. a smaller architecture).
+        network: Network settings replacing the config's (e.g. a smaller architecture).
     """
     sections = read_config(config_path)
     model = dict(sections["model"])
-    model["init_args"] = {**(model.get("init_args") or {}), **(model_overrides or {})}
+    init_args = dict(model.get("init_args") or {})
+    init_args["network"] = {**(init_args.get("network") or {}), **(network or {})}
+    model["init_args"] = init_args
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningModule, "model", required=True)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
@@ -83,65 +85,58 @@ def load_lit_module(config_path: str | Path, model_overrides: Mapping[str, Any] 
     except Exception as error:
         raise ValueError(f"{config_path}: cannot parse the model/data sections: {error}") from error
     module = parser.instantiate(namespace).model
-    if not isinstance(getattr(module, "net", None), nn.Module):
-        raise TypeError(f"{config_path}: {type(module).__name__} has no network attribute 'net' to benchmark")
-    return module
+    if not isinstance(module, DiffusionLitModule):
+        raise TypeError(f"{config_path}: {type(module).__name__} is not a diffusion model the benchmark can run")
+    return module.eval()  # no condition dropout in the inputs it builds
 
 
 @dataclass
 class Workload:
-    """A network with the diffusion settings and synthetic conditions the benchmark feeds it.
+    """A diffusion LightningModule with the random batches the benchmark feeds it.
 
     Attributes:
-        family: ``"SDM"`` or ``"PIDM"``.
-        net: The denoising network ``net(x_t, t, **conditions)``.
-        schedule: Training diffusion schedule.
-        variance: Variance mode of the network output (``"learned_range"`` or fixed).
-        vlb_weight: Weight of the variational term of the hybrid loss.
-        optimizer_options: AdamW keyword arguments.
-        image_channels: Channels of the generated image.
+        module: The SDM or PIDM module; its ``net`` is what gets measured.
     """
 
-    family: str
-    net: nn.Module
-    schedule: DiffusionSchedule
-    variance: str
-    vlb_weight: float
-    optimizer_options: dict[str, Any]
-    image_channels: int = 3
+    module: DiffusionLitModule
 
-    def conditions(self, batch: int, size: tuple[int, int], generator: torch.Generator) -> dict[str, Tensor]:
-        """Random training conditions (the network's keyword arguments) on the generator's device."""
+    @property
+    def family(self) -> str:
+        """``"SDM"`` or ``"PIDM"``, for titles."""
+        return "SDM" if isinstance(self.module, SDMLitModule) else "PIDM"
+
+    @property
+    def net(self) -> nn.Module:
+        """The denoising network ``net(x_t, t, **conditions)``."""
+        return self.module.net
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the generated image."""
+        return self.module.image_channels
+
+    def data_batch(self, batch: int, size: tuple[int, int], generator: torch.Generator) -> dict[str, Tensor]:
+        """A random batch in the DataModules' format of the module's family, on the generator's device."""
         h, w = size
         device = generator.device
-        if self.family == "SDM":
-            labels = torch.randint(0, self.net.label_channels, (batch, h, w), generator=generator, device=device)
-            return {"y": F.one_hot(labels, self.net.label_channels).permute(0, 3, 1, 2).float()}
-        pose_channels = self.net.in_channels - self.image_channels
-        return {
-            "pose": torch.rand(batch, pose_channels, h, w, generator=generator, device=device),
-            "source": torch.randn(batch, self.image_channels, h, w, generator=generator, device=device),
-        }
+        images = torch.rand(3, batch, self.image_channels, h, w, generator=generator, device=device) * 2 - 1
+        if isinstance(self.module, SDMLitModule):
+            labels = torch.randint(0, self.module.num_classes, (2, batch, h, w), generator=generator, device=device)
+            return {"image": images[0], "label": labels[0], "instance": labels[1]}
+        pose = torch.rand(batch, self.module.pose_channels, h, w, generator=generator, device=device)
+        return {"target": images[0], "source": images[1], "target_pose": pose}
 
-    def guidance(self, scale: float) -> Guidance:
-        """SDM: classifier-free guidance against the all-zero label map. PIDM: the official style guidance."""
+    def conditions(self, batch: int, size: tuple[int, int], generator: torch.Generator) -> dict[str, Tensor]:
+        """The network's keyword arguments for a random batch, as the module builds them for training."""
+        return self.module.training_inputs(self.data_batch(batch, size, generator))[1]
+
+    def guidance(self, scale: float) -> Any:
+        """The guidance the benchmark measures: SDM's classifier-free guidance, PIDM's official style guidance."""
         if scale <= 1.0:
             raise ValueError(f"the benchmark measures guided sampling, so the guidance scale must be > 1, got {scale}")
-        return classifier_free(scale) if self.family == "SDM" else style_only(scale)
-
-    def guidance_variants(self, model: nn.Module, conditions: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
-        """The condition variants of :meth:`guidance`, built as sampling builds them: once per run.
-
-        PIDM's texture features of the source and of the null (all-zero) source are encoded here, once.
-        """
-        if self.family == "SDM":
-            y = conditions["y"]
-            return {"cond": {"y": y}, "null": {"y": torch.zeros_like(y)}}
-        source = conditions["source"]
-        texture = model.encode(torch.cat([source, torch.zeros_like(source)]))
-        full, null = zip(*(feature.chunk(2) for feature in texture))
-        pose = conditions["pose"]
-        return {"full": {"pose": pose, "texture": list(full)}, "pose": {"pose": pose, "texture": list(null)}}
+        if isinstance(self.module, SDMLitModule):
+            return ClassifierFreeGuidance(scale)
+        return PoseStyleGuidance("style_only", scale=scale)
 
 
 def randomize_zero_parameters(net: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
@@ -155,21 +150,3 @@ def randomize_zero_parameters(net: nn.Module, generator: torch.Generator, std: f
             if not parameter.any():
                 noise = torch.randn(parameter.shape, generator=generator, device=generator.device)
                 parameter.copy_(noise.to(parameter.device) * std)
-
-
-def workload_for(module: LightningModule) -> Workload:
-    """The :class:`Workload` of a condiff diffusion LightningModule (its ``net`` must be SDMUNet or PIDMUNet)."""
-    net = module.net
-    families = {SDMUNet: "SDM", PIDMUNet: "PIDM"}
-    family = families.get(type(net))
-    if family is None:
-        raise TypeError(f"cannot benchmark a {type(net).__name__}; supported networks: {list(families.values())}")
-    return Workload(
-        family=family,
-        net=net,
-        schedule=module.schedule,
-        variance=module.variance,
-        vlb_weight=module.vlb_weight,
-        optimizer_options=dict(module.optimizer_options),
-        image_channels=getattr(module, "image_channels", 3),
-    )

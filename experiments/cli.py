@@ -5,6 +5,12 @@ the segmenter. Facts about the data reach the model through instantiation-time l
 link applies when the DataModule exposes the property **and** the chosen model accepts the argument, and is
 skipped otherwise (jsonargparse's behaviour in subclass mode). A linked value always wins over a value written in
 the model config; models validate that what they need arrived.
+
+Every run starts from :data:`SHARED_CALLBACKS` (``configs/callbacks/training.yaml``), read as the subcommand's
+default config: the callbacks all training runs share. An experiment config adds its own (checkpointing, EMA,
+sample grids, with its numbers) with ``trainer.callbacks+:``, jsonargparse's list append, and a later config or
+``--trainer.callbacks+=...`` appends more. A plain ``trainer.callbacks:`` replaces the whole list, as in a run's
+saved ``config.yaml``, which holds the resolved list.
 """
 
 import sys
@@ -17,6 +23,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
 from experiments.resume import resolve_last_checkpoint
 
+SHARED_CALLBACKS = Path(__file__).resolve().parents[1] / "configs" / "callbacks" / "training.yaml"
 # (DataModule property, model init argument)
 DATA_TO_MODEL: tuple[tuple[str, str], ...] = (
     ("num_classes", "num_classes"),  # SDM one-hot width, segmenter classes
@@ -66,7 +73,7 @@ class CondiffCLI(LightningCLI):
         """Build the model from the config and command line alone, also when ``--ckpt_path`` is given.
 
         LightningCLI would parse the checkpoint's hyperparameters *over* them: a test-time override such as
-        ``--model.init_args.guidance_scale 3`` would silently revert to the training value, and checkpoints whose
+        ``--model.init_args.guidance.scale 3`` would silently revert to the training value, and checkpoints whose
         hyperparameters jsonargparse cannot re-parse (dict-valued arguments) would fail to load. Weights still load
         strictly, so a config whose architecture differs from the checkpoint's fails naming the mismatched keys;
         every run saves the config it was trained with as ``config.yaml`` next to its checkpoints.
@@ -92,6 +99,7 @@ def run_cli(subcommand: str, args: list[str] | None = None, **kwargs: Any) -> Co
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
+        parser_kwargs={subcommand: {"default_config_files": [str(SHARED_CALLBACKS)]}},
         args=[subcommand, *argv],
         **kwargs,
     )

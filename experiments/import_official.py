@@ -30,8 +30,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from lightning_modules.official.pidm import load_official_pidm, pidm_hparams_from_config
-from lightning_modules.official.sdm import load_official_sdm, sdm_hparams_from_flags
+from lightning_modules.official import load_official_pidm, load_official_sdm, pidm_module_hparams, sdm_module_hparams
 from lightning_modules.pidm import PIDMLitModule
 from lightning_modules.sdm import SDMLitModule
 
@@ -43,49 +42,6 @@ def read_flags(path: Path) -> dict[str, Any]:
     if not isinstance(flags, dict):
         raise ValueError(f"{path} must hold a mapping of official flag names to values")
     return flags
-
-
-def _flag_true(flags: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = flags.get(name, default)
-    return value.lower() == "true" if isinstance(value, str) else bool(value)
-
-
-SHARED_NETWORK_ARGS = (
-    "image_size", "image_channels", "model_channels", "channel_mult", "num_res_blocks", "attention_resolutions",
-    "num_heads", "dropout",
-)  # fmt: skip
-
-
-def network_args(net: Mapping[str, Any], *extra: str) -> dict[str, Any]:
-    """The LightningModule arguments copied from a network's constructor arguments (sequences as lists for YAML)."""
-    return {name: list(net[name]) if isinstance(net[name], tuple) else net[name]
-            for name in (*SHARED_NETWORK_ARGS, *extra)}
-
-
-# How the official code samples (see the module docstring).
-SDM_OFFICIAL_SAMPLING = {"sampler": "ddpm", "sampling_steps": 1000, "guidance_scale": 1.5, "clip_x0": True}
-PIDM_OFFICIAL_SAMPLING = {"sampler": "ddim", "sampling_steps": 100, "guidance": "style_only", "scale": 2.0,
-                          "w_pose": None, "w_style": None, "clip_x0": False}  # null: not weights of this form
-
-
-def sdm_module_hparams(flags: Mapping[str, Any]) -> dict[str, Any]:
-    """:class:`SDMLitModule` arguments equivalent to official SDM flags, sampling as the official scripts."""
-    net = sdm_hparams_from_flags(flags)
-    instance_edges = not _flag_true(flags, "no_instance", False)
-    if net["learn_sigma"]:
-        variance = "learned_range"
-    else:
-        variance = "fixed_small" if _flag_true(flags, "sigma_small", False) else "fixed_large"
-    return {
-        "num_classes": net["label_channels"] - int(instance_edges),
-        "instance_edges": instance_edges,
-        **network_args(net, "num_head_channels", "num_heads_upsample", "resblock_updown"),
-        "noise_schedule": str(flags.get("noise_schedule", "linear")),
-        "num_timesteps": int(flags.get("diffusion_steps", 1000)),
-        "variance": variance,
-        **SDM_OFFICIAL_SAMPLING,
-        "sampling_steps": int(flags.get("diffusion_steps", 1000)),  # every step, whatever T the model has
-    }
 
 
 def import_sdm(weights: Path, flags_path: Path) -> dict[str, Any]:
@@ -112,18 +68,6 @@ def lightning_checkpoint(module: pl.LightningModule, hparams: Mapping[str, Any])
         "pytorch-lightning_version": pl.__version__,
         "epoch": 0,
         "global_step": 0,
-    }
-
-
-def pidm_module_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
-    """:class:`PIDMLitModule` arguments equivalent to an official PIDM config, sampling as the official code."""
-    net = pidm_hparams_from_config(config)
-    return {
-        **network_args(net, "pose_channels", "embed_channels"),
-        # Official PIDM: linear 1000-step schedule; without learned sigma, guided-diffusion's default fixed variance.
-        "variance": "learned_range" if net["learn_sigma"] else "fixed_large",
-        "condition_dropout": "style_only",
-        **PIDM_OFFICIAL_SAMPLING,
     }
 
 

@@ -22,10 +22,10 @@ the checkpoint's model family is an error, never ignored.
 
 import argparse
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -35,12 +35,15 @@ from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from datamodules.image_files import write_png
 from datamodules.semantic_files import read_index_map
 from experiments.predict_pidm import PIDM_OPTIONS, add_pidm_arguments, predict_pidm
-from lightning_modules.base import DiffusionLitModule, SamplingOptions
+from lightning_modules.base import DiffusionLitModule, SamplerSettings
+from lightning_modules.checkpoint_loading import load_diffusion_module
 from lightning_modules.diffusion import SAMPLERS
-from lightning_modules.pidm import GUIDANCE_WEIGHTS, PIDMLitModule
-from lightning_modules.sdm import SDMLitModule
+from lightning_modules.metrics.image_conversion import to_uint8
+from lightning_modules.pidm import PIDMLitModule
+from lightning_modules.sdm import ClassifierFreeGuidance, SDMLitModule
 
 LabelRemap = Callable[[np.ndarray], np.ndarray]
 SDM_OPTIONS = ("labels", "instances", "data_config")  # and --guidance_scale (predict_pidm says what PIDM takes)
@@ -116,11 +119,8 @@ class PNGWriter(BasePredictionWriter):
         self.out_dir = out_dir
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        images = prediction.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        for image, stem, sample_index in zip(images, batch["stem"], batch["sample_index"].tolist()):
-            path = self.out_dir / output_name(stem, sample_index)
-            if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"could not write {path}")
+        for pixels, stem, sample_index in zip(to_uint8(prediction), batch["stem"], batch["sample_index"].tolist()):
+            write_png(self.out_dir / output_name(stem, sample_index), pixels)
 
 
 class DenoisingProgressBar(Callback):
@@ -183,38 +183,13 @@ def load_model(ckpt_path: Path) -> DiffusionLitModule:
     """Rebuild the LightningModule a checkpoint names (written by ``experiments.fit`` or ``import_official``)."""
     if not ckpt_path.is_file():
         raise SystemExit(f"--ckpt_path {ckpt_path} does not exist")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "_class_path" not in hparams:
-        raise ValueError(f"{ckpt_path} does not name its model class; use a checkpoint written by "
-                         "experiments.fit or experiments.import_official")
-    # PIDM checkpoints written before each guidance form took only its own weights stored all three.
-    overrides = {name: None for name in unused_guidance_weights(hparams)}
-    model = pl.LightningModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, **overrides)
-    if not isinstance(model, DiffusionLitModule):
-        raise TypeError(f"{ckpt_path} holds a {type(model).__name__}, not a diffusion model")
-    return model
+    return load_diffusion_module(ckpt_path)
 
 
-def unused_guidance_weights(hparams: dict[str, Any]) -> list[str]:
-    """The PIDM guidance weights stored in ``hparams`` that its guidance form does not take."""
-    form = hparams.get("guidance")
-    if form not in GUIDANCE_WEIGHTS:
-        return []
-    return [name for name in ("w_pose", "w_style", "scale")
-            if hparams.get(name) is not None and name not in GUIDANCE_WEIGHTS[form]]
-
-
-def sampling_options(model: DiffusionLitModule, args: argparse.Namespace) -> SamplingOptions:
-    """The checkpoint's sampling settings, with those given on the command line replacing them."""
-    defaults = model.sampling
-    return SamplingOptions(
-        sampler=defaults.sampler if args.sampler is None else args.sampler,
-        steps=defaults.steps if args.steps is None else args.steps,
-        guidance_scale=defaults.guidance_scale if args.guidance_scale is None else args.guidance_scale,
-        eta=defaults.eta if args.eta is None else args.eta,
-        seed=args.seed,
-    )
+def sampler_settings(model: DiffusionLitModule, args: argparse.Namespace) -> SamplerSettings:
+    """The checkpoint's sampler settings, with those given on the command line replacing them."""
+    given = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "seed": args.seed}
+    return replace(model.sampling, **{name: value for name, value in given.items() if value is not None})
 
 
 def reject_options(args: argparse.Namespace, names: Sequence[str], model: DiffusionLitModule, ckpt: Path) -> None:
@@ -240,7 +215,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="SDM classifier-free guidance, 1 = none (default: the checkpoint's)")
     parser.add_argument("--eta", type=float, help="DDIM eta (default: the checkpoint's)")
     parser.add_argument("--num_samples", type=int, default=1, help="samples per label map or pose")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--seed", type=int, help="noise seed (default: the checkpoint's)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -256,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     model = load_model(args.ckpt_path)
     if isinstance(model, PIDMLitModule):
         reject_options(args, SDM_OPTIONS, model, args.ckpt_path)
-        return predict_pidm(model, args, sampling_options(model, args))
+        return predict_pidm(model, args, sampler_settings(model, args))
     if not isinstance(model, SDMLitModule):
         raise SystemExit(f"{args.ckpt_path} holds a {type(model).__name__}, which predict does not sample")
     reject_options(args, PIDM_OPTIONS, model, args.ckpt_path)
@@ -273,7 +248,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if existing and not args.overwrite:
         raise SystemExit(f"{len(existing)} outputs exist already (e.g. {existing[0]}); pass --overwrite to replace")
     remap = label_remap(model, args.ckpt_path, args.data_config)
-    model.sampling = sampling_options(model, args)
+    model.sampling = sampler_settings(model, args)
+    if args.guidance_scale is not None:
+        model.guidance = ClassifierFreeGuidance(args.guidance_scale)
     dataset = LabelMapFolder(labels, args.instances, model.num_classes, remap, args.num_samples)
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = pl.Trainer(

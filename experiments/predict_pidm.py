@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import save_image
 
+from datamodules.image_files import read_rgb, write_png
 from datamodules.keypoints import load_keypoints_txt, transform_keypoints
-from datamodules.person_base import read_rgb
 from datamodules.pose_rendering import POSE_CHANNELS, render_pose
-from lightning_modules.base import SamplingOptions
+from lightning_modules.base import SamplerSettings
 from lightning_modules.editing import appearance_control, interpolate_styles
+from lightning_modules.metrics.image_conversion import to_uint8
 from lightning_modules.pidm import PIDMLitModule
 
 POSE_SUFFIXES = (".txt", ".pt", ".npy")
@@ -135,9 +135,8 @@ def _check_free(paths: list[Path], overwrite: bool) -> None:
 
 
 def _save(images: Tensor, paths: list[Path]) -> list[Path]:
-    for image, path in zip(images, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(image.float().cpu().add(1).div(2), path)
+    for pixels, path in zip(to_uint8(images), paths, strict=True):
+        write_png(path, pixels)
     return paths
 
 
@@ -152,8 +151,8 @@ def _sample_names(stem: str, num_samples: int) -> list[str]:
     return [stem] if num_samples == 1 else [f"{stem}_s{k}" for k in range(num_samples)]
 
 
-def predict_pidm(model: PIDMLitModule, args: argparse.Namespace, options: SamplingOptions) -> list[Path]:
-    """Run the PIDM mode the arguments select with ``options`` (sampler, steps, eta, seed); returns the files."""
+def predict_pidm(model: PIDMLitModule, args: argparse.Namespace, sampling: SamplerSettings) -> list[Path]:
+    """Run the PIDM mode the arguments select with ``sampling`` (sampler, steps, eta, seed); returns the files."""
     _require(args, "source")
     if args.guidance_scale is not None:
         raise SystemExit("PIDM checkpoints take --guidance with --w_pose/--w_style (disentangled, nested) or --scale "
@@ -167,13 +166,13 @@ def predict_pidm(model: PIDMLitModule, args: argparse.Namespace, options: Sampli
     if model.pose_channels == POSE_CHANNELS["official20"]:
         _reject_for_mode(args, "heatmap_sigma")
     try:
-        guidance = model.resolve_guidance(args.guidance, args.w_pose, args.w_style, args.scale)
+        guidance = model.guidance.override(args.guidance, args.w_pose, args.w_style, args.scale)
     except ValueError as error:
         raise SystemExit(f"--guidance/--w_pose/--w_style/--scale: {error}") from None
     device = torch.device("cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
-    size = tuple(args.size) if args.size else (model.hparams.image_size, model.hparams.image_size)
-    generator = torch.Generator(device).manual_seed(options.seed)
+    size = tuple(args.size) if args.size else (model.net.config.image_size, model.net.config.image_size)
+    generator = torch.Generator(device).manual_seed(sampling.seed)
     source = read_image(args.source, size)
     sigma = DEFAULT_HEATMAP_SIGMA if args.heatmap_sigma is None else args.heatmap_sigma
 
@@ -188,7 +187,7 @@ def predict_pidm(model: PIDMLitModule, args: argparse.Namespace, options: Sampli
         reference, reference_pose = read_image(args.reference, size), pose(args.reference_pose)
         mask = read_mask(args.mask, size)
         out = torch.cat([
-            appearance_control(model, source, reference, reference_pose, mask, options=options, guidance=guidance,
+            appearance_control(model, source, reference, reference_pose, mask, sampling=sampling, guidance=guidance,
                                generator=generator)
             for _ in paths
         ])  # fmt: skip
@@ -202,7 +201,7 @@ def predict_pidm(model: PIDMLitModule, args: argparse.Namespace, options: Sampli
         _check_free(paths, args.overwrite)
         out = interpolate_styles(
             model, source, read_image(args.source2, size), pose(args.pose), num_mixes,
-            options=options, guidance=guidance, generator=generator,
+            sampling=sampling, guidance=guidance, generator=generator,
         )  # fmt: skip
         return _save(out, paths)
     _require(args, "poses")
@@ -216,7 +215,7 @@ def predict_pidm(model: PIDMLitModule, args: argparse.Namespace, options: Sampli
         chunk = files[start : start + args.batch_size]
         poses = torch.cat([pose(p) for p in chunk])
         outputs.append(
-            model.generate(source.expand(len(chunk), -1, -1, -1), poses, options=options, guidance=guidance,
+            model.generate(source.expand(len(chunk), -1, -1, -1), poses, sampling=sampling, guidance=guidance,
                            generator=generator)
         )  # fmt: skip
     return _save(torch.cat(outputs), paths)

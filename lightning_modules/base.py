@@ -1,11 +1,14 @@
 """Training and sampling plumbing shared by the conditional diffusion LightningModules (SDM, PIDM).
 
-A subclass builds its network, passes it here, and says how a batch becomes the clean image plus network keyword
-arguments (:meth:`DiffusionLitModule.training_inputs`), how a batch is sampled (:meth:`generate_batch`) and which
-columns an image grid shows (:meth:`image_log_columns`). The diffusion math itself lives in
-``lightning_modules.diffusion``.
+A subclass says how its network is built, how a batch becomes the clean image plus network keyword arguments
+(:meth:`DiffusionLitModule.training_inputs`), which condition variants its guidance evaluates for a batch
+(:meth:`guided_conditions`), and which columns an image grid shows (:meth:`image_log_columns`). Sampling is split in
+two: the sampler (:class:`SamplerSettings`: name, steps, eta, seed) is the same for every family, the guidance rule
+belongs to the family (SDM: classifier-free scale; PIDM: style-only, disentangled or nested weights); every caller
+(grids, predict, test, benchmark) samples through :meth:`generate_batch` with both. The diffusion math itself lives
+in ``lightning_modules.diffusion``.
 
-The test loop (``python -m experiments.test``) samples the test split with ``test_*`` sampling options, scores it
+The test loop (``python -m experiments.test``) samples the test split with ``test_sampling``, scores it
 with an :class:`~lightning_modules.metrics.EvaluationMetrics` built from the ``evaluation`` block and writes PNGs
 plus ``metrics.json`` under ``<log_dir>/test/`` (:mod:`lightning_modules.evaluation_io`); a subclass says how one
 batch is sampled, scored and saved (:meth:`evaluate_test_batch`).
@@ -18,9 +21,9 @@ a checkpoint sample with EMA weights (with the raw weights before the averaging 
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -28,13 +31,14 @@ from pytorch_lightning.callbacks import WeightAveraging
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
 
+from datamodules.seeds import derived_seed
 from lightning_modules.diffusion import (
     SAMPLERS,
     VARIANCES,
     DiffusionSchedule,
     Guidance,
     LossSecondMomentSampler,
-    SamplerStep,
+    StepCallback,
     TimestepSampler,
     UniformTimestepSampler,
     guided_denoiser,
@@ -45,29 +49,41 @@ from lightning_modules.metrics import EvaluationConfig
 
 NUM_QUARTILES = 4
 TimestepSamplerName = Literal["uniform", "loss-second-moment"]
-StepCallback = Callable[[SamplerStep], Tensor | None]
-# Init arguments of the test command only: kept out of the checkpoint's hyperparameters, so LightningCLI's
-# `--ckpt_path` (which re-applies those over the config) never replaces the test config or command line.
-TEST_OPTIONS = ("evaluation", "test_sampler", "test_steps", "test_guidance_scale", "test_seed")
+SamplerName = Literal["ddpm", "ddim", "dpmpp_2m"]
+SettingsT = TypeVar("SettingsT")
+# Init arguments of the test command only: kept out of the checkpoint's hyperparameters, so a checkpoint never
+# carries (or replaces) the test protocol.
+TEST_OPTIONS = ("evaluation", "test_sampling")
 
 
-@dataclass
-class SamplingOptions:
-    """How validation grids, ``predict`` and :meth:`DiffusionLitModule.generate_batch` sample by default.
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How the reverse process is walked (the guidance rule is the model family's own).
 
-    Attributes:
-        sampler: A name in ``lightning_modules.diffusion.SAMPLERS`` (``ddpm``, ``ddim``, ``dpmpp_2m``).
-        steps: Number of denoising steps (the training schedule is respaced to it).
-        guidance_scale: Guidance strength; 1 means no guidance.
-        eta: DDIM stochasticity (``ddim`` only).
-        seed: Seed of the per-batch noise generators used by ``predict_step``.
+    Args:
+        sampler: ``ddpm`` (ancestral, with the model's variance), ``ddim`` or ``dpmpp_2m`` (DPM-Solver++(2M)).
+        steps: Denoising steps; the training schedule is respaced to them.
+        eta: DDIM stochasticity (``ddim`` only; 0 is deterministic).
+        seed: Seed of the noise (``predict``: per batch; the test command: per sample, from its file name).
     """
 
-    sampler: str = "ddim"
+    sampler: SamplerName = "ddim"
     steps: int = 50
-    guidance_scale: float = 1.0
     eta: float = 0.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.eta < 0 or (self.eta != 0 and self.sampler != "ddim"):
+            raise ValueError(f"eta={self.eta}: a non-negative eta applies to the ddim sampler only")
+
+
+def settings(cls: type[SettingsT], value: SettingsT | Mapping[str, Any]) -> SettingsT:
+    """A settings dataclass given as itself or as a plain mapping (a YAML block, a checkpoint's hyperparameters)."""
+    return value if isinstance(value, cls) else cls(**value)
 
 
 def respacing_spec(sampler: str, steps: int, num_timesteps: int) -> str | None:
@@ -86,7 +102,8 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
     """Hybrid-loss training, timestep sampling, AdamW with warm-up and respaced guided sampling for a denoiser.
 
     Args:
-        net: The denoising network, called as ``net(x_t, t, **kwargs)`` (built by the subclass).
+        build_net: Builds the denoising network (called as ``net(x_t, t, **kwargs)``) given whether it predicts the
+            variance too (``variance="learned_range"``); the subclass passes it.
         noise_schedule: Beta schedule name (``"linear"`` or ``"cosine"``).
         num_timesteps: Training diffusion steps T.
         variance: ``"learned_range"`` (network predicts ε and v) or a fixed variance.
@@ -101,10 +118,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         eps: AdamW epsilon.
         warmup_steps: Linear learning-rate warm-up length in optimizer steps (0: none).
         clip_x0: Clamp predicted x0 to [-1, 1] while sampling.
-        sampler: Default sampler for validation grids and prediction.
-        sampling_steps: Default number of sampling steps.
-        guidance_scale: Default guidance scale (1: unguided).
-        eta: Default DDIM eta.
+        sampling: How ``predict`` (and anything without its own settings) samples.
         init_from: Checkpoint whose weights initialise the network (e.g. a pre-trained run for CFG fine-tuning);
             loaded with ``weights_only=True``. Only the weights are taken unless ``init_training_state``: optimizer,
             step and EMA start afresh.
@@ -118,11 +132,9 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         evaluation: The test command's metrics protocol (``fid``, ``lpips``, ``ssim``, ``miou``, ``weights_dir``,
             ``offline``; a plain mapping is accepted too; see docs/evaluation.md). None: the test command only
             reports the fixed-noise losses.
-        test_sampler: Sampler of the test command (default: ``sampler``).
-        test_steps: Sampling steps of the test command (default: ``sampling_steps``).
-        test_guidance_scale: Guidance scale of the test command (default: ``guidance_scale``).
-        test_seed: Seed of the test samples' initial noise, drawn per sample from its file name, so the images do
-            not depend on batch size or the number of processes.
+        test_sampling: How the test command samples (default: ``sampling``); each test sample's initial noise is
+            drawn from its seed and the sample's file name, so the images do not depend on batch size or the number
+            of processes.
         channels_last: Keep the network's weights in channels-last memory format (faster convolutions with
             bf16/fp16 tensor cores).
         compile_network: ``torch.compile`` the network in place when a run starts (checkpoint keys are unchanged;
@@ -131,7 +143,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
 
     def __init__(
         self,
-        net: nn.Module,
+        build_net: Callable[[bool], nn.Module],
         noise_schedule: str = "linear",
         num_timesteps: int = 1000,
         variance: str = "learned_range",
@@ -144,30 +156,21 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         eps: float = 1e-8,
         warmup_steps: int = 0,
         clip_x0: bool = True,
-        sampler: str = "ddim",
-        sampling_steps: int = 50,
-        guidance_scale: float = 1.0,
-        eta: float = 0.0,
+        sampling: SamplerSettings = SamplerSettings(),
         init_from: str | None = None,
         init_weights: Literal["ema", "raw"] = "ema",
         init_training_state: bool = False,
         evaluation: EvaluationConfig | None = None,
-        test_sampler: str | None = None,
-        test_steps: int | None = None,
-        test_guidance_scale: float | None = None,
-        test_seed: int = 0,
+        test_sampling: SamplerSettings | None = None,
         channels_last: bool = False,
         compile_network: bool = False,
     ) -> None:
         super().__init__()
         if variance not in VARIANCES:
             raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-        for name, value in (("sampler", sampler), ("test_sampler", test_sampler or sampler)):
-            if value not in SAMPLERS:
-                raise ValueError(f"{name} must be one of {sorted(SAMPLERS)}, got {value!r}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.net = net
+        self.net = build_net(variance == "learned_range")
         self.schedule = DiffusionSchedule.create(noise_schedule, num_timesteps)
         self.variance = variance
         self.vlb_weight = vlb_weight
@@ -178,14 +181,8 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         self.optimizer_options = {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay, "eps": eps}
         self.warmup_steps = warmup_steps
         self.clip_x0 = clip_x0
-        self.sampling = SamplingOptions(sampler, sampling_steps, guidance_scale, eta)
-        self.test_sampling = SamplingOptions(
-            test_sampler or sampler,
-            sampling_steps if test_steps is None else test_steps,
-            guidance_scale if test_guidance_scale is None else test_guidance_scale,
-            eta,
-            test_seed,
-        )
+        self.sampling = settings(SamplerSettings, sampling)
+        self.test_sampling = self.sampling if test_sampling is None else settings(SamplerSettings, test_sampling)
         if isinstance(evaluation, Mapping):
             evaluation = EvaluationConfig.from_dict(dict(evaluation))
         self.evaluation = evaluation
@@ -271,19 +268,26 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         """
 
     @abstractmethod
-    def generate_batch(
-        self,
-        batch: Mapping[str, Any],
-        *,
-        options: SamplingOptions,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> Tensor:
-        """Sample one image per example of ``batch`` (values in [-1, 1])."""
+    def guided_conditions(
+        self, batch: Mapping[str, Any], guidance: Any = None, net: nn.Module | None = None
+    ) -> tuple[dict[str, dict[str, Any]], Guidance, tuple[int, ...]]:
+        """What sampling a batch needs: the network keyword arguments of every condition variant the guidance rule
+        evaluates (built once per batch, e.g. PIDM's texture features), the rule itself, and the image shape.
+
+        Args:
+            batch: The conditions of the images to generate (the DataModule's batch keys), on one device.
+            guidance: The family's guidance settings; None: the module's own.
+            net: The network that will denoise (default: ``self.net``; e.g. a compiled copy in the benchmark).
+        """
 
     @abstractmethod
-    def image_log_columns(self, batch: Mapping[str, Any], generated: Tensor) -> list[Tensor]:
-        """The columns of an image grid, each (B, 3, H, W) in [-1, 1] (e.g. condition | generated | real)."""
+    def image_log_columns(
+        self, batch: Mapping[str, Any], generated: Tensor, palette: Tensor | None = None
+    ) -> list[Tensor]:
+        """The columns of an image grid, each (B, 3, H, W) in [-1, 1] (e.g. condition | generated | real).
+
+        ``palette`` is the DataModule's ``(classes, 3)`` uint8 colours of label maps, where it has one.
+        """
 
     # --- training -----------------------------------------------------------------------------------------------
 
@@ -359,9 +363,13 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         if isinstance(self.timestep_sampler, LossSecondMomentSampler):
             checkpoint["timestep_sampler"] = self.timestep_sampler.state_dict()
         hparams = checkpoint.get("hyper_parameters")
+        if hparams is not None:
+            # Plain values only (settings dataclasses as dicts), so that weights-only loading reads the file.
+            checkpoint["hyper_parameters"] = {key: asdict(value) if is_dataclass(value) else value
+                                              for key, value in hparams.items()}
         if hparams is not None and hparams.get("init_from") is not None:
             # The weights now live in this checkpoint; rebuilding it must not need the original file.
-            checkpoint["hyper_parameters"] = {**hparams, "init_from": None, "init_training_state": False}
+            checkpoint["hyper_parameters"].update(init_from=None, init_training_state=False)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if isinstance(self.timestep_sampler, LossSecondMomentSampler) and "timestep_sampler" in checkpoint:
@@ -369,9 +377,9 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
 
     # --- sampling -----------------------------------------------------------------------------------------------
 
-    def sampling_schedule(self, options: SamplingOptions) -> DiffusionSchedule:
-        """The training schedule respaced to ``options.steps`` for ``options.sampler`` (what :meth:`sample` walks)."""
-        spec = respacing_spec(options.sampler, options.steps, self.schedule.num_steps)
+    def sampling_schedule(self, sampling: SamplerSettings) -> DiffusionSchedule:
+        """The training schedule respaced to ``sampling.steps`` for its sampler (what :meth:`sample` walks)."""
+        spec = respacing_spec(sampling.sampler, sampling.steps, self.schedule.num_steps)
         return self.schedule if spec is None else self.schedule.respace(spec)
 
     @torch.no_grad()
@@ -381,40 +389,64 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         guidance: Guidance,
         shape: tuple[int, ...],
         *,
-        options: SamplingOptions,
+        sampling: SamplerSettings,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
     ) -> Tensor:
-        """Run ``options.sampler`` over the respaced schedule with all guidance variants in one network call.
+        """Run ``sampling.sampler`` over the respaced schedule with all guidance variants in one network call.
 
         Args:
             variants: Network keyword arguments per condition variant (see ``diffusion.guided_denoiser``).
             guidance: How the variants' outputs combine.
             shape: Shape of the image batch (B, C, H, W).
-            options: Sampler, steps and eta (``guidance_scale`` is already part of ``guidance``).
+            sampling: Sampler, steps and eta (its seed is the caller's business: see ``generator``).
             generator: Random generator on this module's device (initial noise and sampler noise).
             callback: Called after every denoising step.
             x_T: Initial noise of ``shape`` (default: drawn from ``generator``), e.g. interpolated noises.
         """
-        if options.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {options.sampler!r}; choose one of {sorted(SAMPLERS)}")
-        schedule = self.sampling_schedule(options)
+        schedule = self.sampling_schedule(sampling)
         if x_T is None:
             x_T = torch.randn(shape, generator=generator, device=self.device)
         elif tuple(x_T.shape) != tuple(shape):
             raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
-        return SAMPLERS[options.sampler](
+        return SAMPLERS[sampling.sampler](
             guided_denoiser(self.net, variants, guidance),
             x_T,
             schedule,
             clip_x0=self.clip_x0,
             variance=self.variance,
-            eta=options.eta,
+            eta=sampling.eta,
             callback=callback,
             generator=generator,
         )
 
+    @torch.no_grad()
+    def generate_batch(
+        self,
+        batch: Mapping[str, Any],
+        *,
+        sampling: SamplerSettings | None = None,
+        guidance: Any = None,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+        x_T: Tensor | None = None,
+    ) -> Tensor:
+        """One image (B, C, H, W) in [-1, 1] per example of ``batch``.
+
+        Args:
+            batch: The conditions (see :meth:`guided_conditions`), on any device.
+            sampling: Sampler settings (default: ``self.sampling``).
+            guidance: The family's guidance settings (default: the module's own).
+            generator: Random generator on this module's device (initial noise and sampler noise).
+            callback: Called after every denoising step (may return a replacement state).
+            x_T: Initial noise (default: drawn from ``generator``).
+        """
+        on_device = {key: value.to(self.device) if isinstance(value, Tensor) else value for key, value in batch.items()}
+        variants, rule, shape = self.guided_conditions(on_device, guidance)
+        return self.sample(variants, rule, shape, sampling=self.sampling if sampling is None else sampling,
+                           generator=generator, callback=callback, x_T=x_T).clamp(-1, 1)
+
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        generator = torch.Generator(device=self.device).manual_seed(self.sampling.seed * 1_000_003 + batch_idx)
-        return self.generate_batch(batch, options=self.sampling, generator=generator, callback=self.sampling_callback)
+        generator = torch.Generator(device=self.device).manual_seed(derived_seed(self.sampling.seed, batch_idx))
+        return self.generate_batch(batch, generator=generator, callback=self.sampling_callback)

@@ -33,6 +33,11 @@ def instance_edges(instance: Tensor, dtype: torch.dtype = torch.float32) -> Tens
     return edges.unsqueeze(1).to(dtype)
 
 
+def condition_channels(num_classes: int, instance_edges: bool) -> int:
+    """Channels of the SDM condition: one per class, plus the instance-edge channel when it is used."""
+    return num_classes + int(instance_edges)
+
+
 def semantic_condition(
     label: Tensor, num_classes: int, instance: Tensor | None = None, dtype: torch.dtype = torch.float32
 ) -> Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_modules.base import SamplingOptions
-from lightning_modules.diffusion import Guidance, SamplerStep, q_sample
-from lightning_modules.pidm import PIDMLitModule
+from lightning_modules.base import SamplerSettings
+from lightning_modules.diffusion import SamplerStep, q_sample
+from lightning_modules.pidm import PIDMLitModule, PoseStyleGuidance
 
 
 def _batch_mask(mask: Tensor, like: Tensor) -> Tensor:
@@ -33,8 +33,8 @@ def appearance_control(
     reference_pose: Tensor,
     mask: Tensor,
     *,
-    options: SamplingOptions | None = None,
-    guidance: Guidance | None = None,
+    sampling: SamplerSettings | None = None,
+    guidance: PoseStyleGuidance | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Regenerate the masked region of ``reference`` in the style of ``source`` (e.g. swap a garment).
@@ -49,14 +49,14 @@ def appearance_control(
         reference: Reference person images y_ref (B, C, H, W) in [-1, 1].
         reference_pose: The references' poses (B, P, H, W); the result keeps this pose.
         mask: 1 where the image is regenerated, 0 where the reference is kept; (H, W), (B, H, W) or (B, 1, H, W).
-        options: Sampler, steps and eta (default: the module's).
-        guidance: Guidance rule (default: the module's).
+        sampling: Sampler settings (default: the module's).
+        guidance: Guidance settings (default: the module's).
         generator: Random generator on the module's device (initial noise, reference noise, sampler noise).
     """
-    options = module.sampling if options is None else options
+    sampling = module.sampling if sampling is None else sampling
     reference = reference.to(module.device)
     mask = _batch_mask(mask, reference)
-    schedule = module.sampling_schedule(options).to(reference.device)
+    schedule = module.sampling_schedule(sampling).to(reference.device)
 
     def blend(step: SamplerStep) -> Tensor:
         if step.t == 0:
@@ -68,7 +68,7 @@ def appearance_control(
         return mask * step.x + (1 - mask) * kept
 
     return module.generate(
-        source, reference_pose, options=options, guidance=guidance, generator=generator, callback=blend
+        source, reference_pose, sampling=sampling, guidance=guidance, generator=generator, callback=blend
     )
 
 
@@ -95,8 +95,8 @@ def interpolate_styles(
     num_mixes: int,
     *,
     noise: tuple[Tensor, Tensor] | None = None,
-    options: SamplingOptions | None = None,
-    guidance: Guidance | None = None,
+    sampling: SamplerSettings | None = None,
+    guidance: PoseStyleGuidance | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``num_mixes`` images morphing from source A's appearance to source B's, all in ``pose`` (DDIM).
@@ -111,16 +111,17 @@ def interpolate_styles(
         pose: Target pose (1, P, H, W).
         num_mixes: Number of images k >= 2, evenly spaced including both ends.
         noise: The two initial noises (each (1, C, H, W)); default: drawn from ``generator``, A first.
-        options: Sampling options; the sampler must be ``ddim`` with eta 0 (default: the module's steps).
-        guidance: Guidance rule (default: the module's).
+        sampling: Sampler settings; the sampler must be ``ddim`` with eta 0 (default: DDIM with the module's steps).
+        guidance: Guidance settings (default: the module's).
         generator: Random generator on the module's device.
 
     Returns:
         (num_mixes, C, H, W) in [-1, 1].
     """
-    options = SamplingOptions(steps=module.sampling.steps) if options is None else options
-    if options.sampler != "ddim" or options.eta != 0.0:
-        raise ValueError(f"style interpolation needs deterministic DDIM, got {options.sampler} with eta {options.eta}")
+    sampling = SamplerSettings("ddim", module.sampling.steps) if sampling is None else sampling
+    if sampling.sampler != "ddim" or sampling.eta != 0.0:
+        raise ValueError(f"style interpolation needs deterministic DDIM, got {sampling.sampler} with eta "
+                         f"{sampling.eta}")
     if num_mixes < 2:
         raise ValueError(f"num_mixes must be >= 2, got {num_mixes}")
     for name, tensor in (("source_a", source_a), ("source_b", source_b), ("pose", pose)):
@@ -135,8 +136,8 @@ def interpolate_styles(
     x_T = slerp(noise[0].to(device), noise[1].to(device), weights)
     features = module.net.encode(torch.cat([source_a, source_b]))
     texture = [torch.lerp(f[:1], f[1:], weights.view(-1, 1, 1, 1)) for f in features]
-    guidance = module.resolve_guidance() if guidance is None else guidance
+    rule = (module.guidance if guidance is None else guidance).rule()
     poses = pose.expand(num_mixes, -1, -1, -1)
-    null = module.null_texture(num_mixes, source_a) if module.needs_null_style(guidance) else None
-    variants = module.guidance_variants(guidance, poses, texture, null)
-    return module.sample(variants, guidance, x_T.shape, options=options, generator=generator, x_T=x_T).clamp(-1, 1)
+    null = module.null_texture(num_mixes, source_a) if module.needs_null_style(rule) else None
+    variants = module.guidance_variants(rule, poses, texture, null)
+    return module.sample(variants, rule, x_T.shape, sampling=sampling, generator=generator, x_T=x_T).clamp(-1, 1)

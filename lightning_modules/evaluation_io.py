@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.io import write_png
 
+from datamodules.image_files import write_png
+from datamodules.seeds import derived_seed
 from lightning_modules.metrics.image_conversion import to_uint8
 
 METRICS_FILE = "metrics.json"
@@ -38,20 +39,19 @@ def pair_name(source_name: str, target_name: str) -> str:
     return "_to_".join(flat)
 
 
-def sample_seed(name: str, seed: int, index: int = 0) -> int:
-    """A seed that depends only on the sample's name, the run seed and the sample index (for diversity samples).
-
-    The initial noise of a sample therefore does not depend on batch composition or on how ranks shard the set.
-    """
-    return (seed * 1_000_003 + index * 7_919 + zlib.crc32(name.encode())) % (2**63)
-
-
 def named_noise(names: Sequence[str], shape: Sequence[int], seed: int, index: int = 0,
                 device: torch.device | str = "cpu") -> Tensor:
-    """Standard-normal noise ``(len(names), *shape)``, each row drawn from its own :func:`sample_seed`."""
-    rows = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(sample_seed(name, seed, index)))
-            for name in names]
-    return torch.stack(rows).to(device)
+    """Standard-normal noise ``(len(names), *shape)``, each row seeded by its sample's name, ``seed`` and ``index``.
+
+    A sample's initial noise (``index``: its diversity sample) therefore does not depend on batch composition or
+    on how ranks shard the set.
+    """
+
+    def row(name: str) -> Tensor:
+        generator = torch.Generator().manual_seed(derived_seed(seed, zlib.crc32(name.encode()), index))
+        return torch.randn(tuple(shape), generator=generator)
+
+    return torch.stack([row(name) for name in names]).to(device)
 
 
 class TestOutputDir:
@@ -92,14 +92,12 @@ class TestOutputDir:
     def _write(self, folder: str, names: Sequence[str], images: Tensor) -> None:
         if len(names) != images.shape[0]:
             raise ValueError(f"{len(names)} names for {images.shape[0]} images in {folder!r}")
-        directory = self.root / folder
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, image in zip(names, images.cpu(), strict=True):
-            path = directory / f"{name}.png"
+        for name, pixels in zip(names, images.cpu(), strict=True):
+            path = self.root / folder / f"{name}.png"
             if path.exists():
                 raise FileExistsError(f"{path} was already written in this test run: two test samples share the "
                                       f"name {name!r} (names come from the dataset's file names)")
-            write_png(image, str(path))
+            write_png(path, pixels)
 
     def write_metrics(self, report: Mapping[str, Any]) -> Path:
         """Write ``report`` as ``metrics.json``; a non-finite score is written as NaN/Infinity, never hidden."""

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from datamodules.image_sets import ImageSetFingerprint
 from lightning_modules.evaluation_io import TestOutputDir
 from lightning_modules.metrics import EvaluationConfig, EvaluationMetrics
+from lightning_modules.segmenter import load_segmenter
 
 
 def log_to_hparams_view(logger: Logger, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
@@ -74,7 +75,10 @@ class EvaluationMixin:
             raise FileExistsError(conflict)
         # Plain attributes, not submodules: metric networks stay out of checkpoints, DDP and precision casts.
         object.__setattr__(self, "test_outputs", outputs)
-        metrics = EvaluationMetrics(self._run_evaluation_config(), self.device, fid_real_images)
+        config = self._run_evaluation_config()
+        segmenter = None if config.miou is None else load_segmenter(config.miou.segmenter)
+        real_images = None if fid_real_images is None else asdict(fid_real_images)
+        metrics = EvaluationMetrics(config, self.device, real_images, segmenter)
         object.__setattr__(self, "test_metrics", metrics)
         if metrics.fid_needs_real:
             rank_zero_info("FID: no cached real statistics for these images; computing them in this run (cached when "

@@ -1,16 +1,19 @@
 """PIDM: pose-guided person image synthesis with texture diffusion (Bhunia et al. 2023) as a LightningModule."""
 
+from __future__ import annotations
+
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplingOptions, StepCallback
-from lightning_modules.diffusion import Guidance, disentangled, nested, style_only
+from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplerSettings, settings
+from lightning_modules.diffusion import Guidance, StepCallback, disentangled, nested, style_only
 from lightning_modules.evaluation_io import TestOutputDir, named_noise, pair_name
 from lightning_modules.metrics import EvaluationMetrics
-from lightning_modules.nets.pidm_unet import PIDMUNet
+from lightning_modules.nets.pidm_unet import PIDMUNet, PIDMUNetConfig
 
 DropoutMode = Literal["independent", "joint", "style_only"]
 GuidanceForm = Literal["disentangled", "style_only", "nested"]
@@ -22,6 +25,64 @@ GUIDANCE_WEIGHTS: dict[str, tuple[str, ...]] = {
     "nested": ("w_pose", "w_style"),
 }
 DEFAULT_GUIDANCE_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class PoseStyleGuidance:
+    """PIDM's classifier-free guidance over the target pose p and the source's style s; each form takes only its
+    own weights, so that a setting never goes silently unused.
+
+    - ``disentangled`` (paper): ε(∅,∅) + w_pose·(ε(p,∅) − ε(∅,∅)) + w_style·(ε(∅,s) − ε(∅,∅));
+    - ``style_only`` (official code): ε(p,∅) + scale·(ε(p,s) − ε(p,∅));
+    - ``nested`` (DreamPose): ε(∅,∅) + w_style·(ε(∅,s) − ε(∅,∅)) + w_pose·(ε(p,s) − ε(∅,s)).
+
+    Args:
+        form: ``disentangled``, ``style_only`` or ``nested``.
+        w_pose: Pose weight of ``disentangled`` and ``nested`` (null: 2); must stay null for ``style_only``.
+        w_style: Style weight of ``disentangled`` and ``nested`` (null: 2); must stay null for ``style_only``.
+        scale: Style scale of ``style_only`` (null: 2; 1: unguided); must stay null for the other forms.
+    """
+
+    form: GuidanceForm = "disentangled"
+    w_pose: float | None = None
+    w_style: float | None = None
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.form not in GUIDANCE_WEIGHTS:
+            raise ValueError(f"unknown guidance form {self.form!r}; choose one of {get_args(GuidanceForm)}")
+        given = {"w_pose": self.w_pose, "w_style": self.w_style, "scale": self.scale}
+        unused = [f"{name}={value}" for name, value in given.items()
+                  if value is not None and name not in GUIDANCE_WEIGHTS[self.form]]
+        if unused:
+            raise ValueError(f"guidance {self.form!r} is weighted by {' and '.join(GUIDANCE_WEIGHTS[self.form])}; "
+                             f"{', '.join(unused)} does not apply to it (set it to null, or choose the form it "
+                             f"belongs to)")
+
+    def weights(self) -> dict[str, float]:
+        """The form's weights, unset ones at :data:`DEFAULT_GUIDANCE_WEIGHT`."""
+        return {name: DEFAULT_GUIDANCE_WEIGHT if getattr(self, name) is None else getattr(self, name)
+                for name in GUIDANCE_WEIGHTS[self.form]}
+
+    def rule(self) -> Guidance:
+        """The combination of the condition variants' outputs."""
+        weights = self.weights()
+        if self.form == "disentangled":
+            return disentangled(weights["w_pose"], weights["w_style"])
+        if self.form == "style_only":
+            return style_only(weights["scale"])
+        return nested(weights["w_style"], weights["w_pose"])
+
+    def override(
+        self, form: str | None = None, w_pose: float | None = None, w_style: float | None = None,
+        scale: float | None = None,
+    ) -> PoseStyleGuidance:
+        """These settings with the given ones replacing them; the weights carry over only while the form stays."""
+        new_form = self.form if form is None else form
+        given = {"w_pose": w_pose, "w_style": w_style, "scale": scale}
+        kept = {name: getattr(self, name) for name in given} if new_form == self.form else {}
+        return PoseStyleGuidance(new_form, **{name: given[name] if given[name] is not None else kept.get(name)
+                                              for name in given})
 
 
 def condition_keep_masks(
@@ -80,61 +141,27 @@ class PIDMLitModule(DiffusionLitModule):
     null pose is the all-zero pose tensor, the null style the texture features of the all-zero image (official
     H_E(0)). ``pose_channels`` normally comes from the DataModule through the CLI link (``experiments/cli.py``).
 
-    Sampling guidance (each form runs all its variants in one batched network call per step; the texture
-    features of the batch and of the null image are computed once per batch and reused across steps):
-
-    - ``disentangled`` (paper): ε(∅,∅) + w_pose·(ε(p,∅) − ε(∅,∅)) + w_style·(ε(∅,s) − ε(∅,∅));
-    - ``style_only`` (official code): ε(p,∅) + scale·(ε(p,s) − ε(p,∅));
-    - ``nested`` (DreamPose): ε(∅,∅) + w_style·(ε(∅,s) − ε(∅,∅)) + w_pose·(ε(p,s) − ε(∅,s)).
+    Sampling guidance is a :class:`PoseStyleGuidance`; each form runs all its variants in one batched network call
+    per step, and the texture features of the batch and of the null image are computed once per batch.
 
     Args:
         pose_channels: Channels of the pose tensor (20 official, 18 heatmaps).
-        image_size: Nominal training resolution (places the texture diffusion blocks).
-        image_channels: Image channels.
-        model_channels: UNet base width.
-        channel_mult: Width multiplier per resolution level.
-        num_res_blocks: Residual blocks per encoder level.
-        attention_resolutions: Feature resolutions with texture diffusion blocks (plus the middle block).
-        embed_channels: Width of the timestep embedding.
-        dropout: Dropout inside residual blocks.
-        num_heads: Heads of the texture cross-attention (official: 1).
-        gradient_checkpointing: Recompute activations in the backward pass to save memory.
-        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups; 4
-            suits 32-channel networks, whose official grouping hides per-image mean colours).
+        network: The noise predictor's and texture encoder's architecture.
+        guidance: Guidance of grids, ``predict`` and the test command.
         condition_drop_prob: η, the condition-dropout probability (see :func:`condition_keep_masks`).
         condition_dropout: ``independent`` (pose and style each dropped with η), ``joint`` (both together) or
             ``style_only`` (official: the style only).
-        guidance: Sampling guidance form: ``disentangled``, ``style_only`` or ``nested``.
-        w_pose: Pose weight of the ``disentangled`` and ``nested`` forms (null: 2); must stay null for
-            ``style_only``.
-        w_style: Style weight of the ``disentangled`` and ``nested`` forms (null: 2); must stay null for
-            ``style_only``.
-        scale: Style scale of the ``style_only`` form (null: 2; 1: unguided); must stay null for the other forms.
         **kwargs: Diffusion, optimizer, sampling and initialisation options of
-            :class:`~lightning_modules.base.DiffusionLitModule` (its ``guidance_scale`` is replaced by the
-            arguments above and must stay 1).
+            :class:`~lightning_modules.base.DiffusionLitModule`.
     """
 
     def __init__(
         self,
         pose_channels: int = 20,
-        image_size: int = 256,
-        image_channels: int = 3,
-        model_channels: int = 128,
-        channel_mult: Sequence[int] = (1, 1, 2, 2, 4, 4),
-        num_res_blocks: int = 2,
-        attention_resolutions: Sequence[int] = (32, 16, 8),
-        embed_channels: int = 512,
-        dropout: float = 0.0,
-        num_heads: int = 1,
-        gradient_checkpointing: bool = False,
-        norm_channels_per_group: int | None = None,
+        network: PIDMUNetConfig = PIDMUNetConfig(),
+        guidance: PoseStyleGuidance = PoseStyleGuidance(),
         condition_drop_prob: float = 0.1,
         condition_dropout: DropoutMode = "independent",
-        guidance: GuidanceForm = "disentangled",
-        w_pose: float | None = None,
-        w_style: float | None = None,
-        scale: float | None = None,
         **kwargs: Any,
     ) -> None:
         if pose_channels is None or pose_channels < 1:
@@ -142,39 +169,18 @@ class PIDMLitModule(DiffusionLitModule):
                 f"PIDMLitModule needs pose_channels >= 1, got {pose_channels}; it is linked from the DataModule's "
                 "pose_channels (or set model.init_args.pose_channels)"
             )
-        if kwargs.get("guidance_scale", 1.0) != 1.0 or kwargs.get("test_guidance_scale") not in (None, 1.0):
-            raise ValueError("PIDMLitModule takes its guidance from guidance/w_pose/w_style/scale, not "
-                             "guidance_scale or test_guidance_scale")
         if condition_dropout not in get_args(DropoutMode):
             raise ValueError(
                 f"unknown condition_dropout {condition_dropout!r}; choose one of {get_args(DropoutMode)}"
             )
-        net = PIDMUNet(
-            pose_channels=pose_channels,
-            image_channels=image_channels,
-            model_channels=model_channels,
-            channel_mult=tuple(channel_mult),
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=tuple(attention_resolutions),
-            image_size=image_size,
-            embed_channels=embed_channels,
-            dropout=dropout,
-            learn_sigma=kwargs.get("variance", "learned_range") == "learned_range",
-            num_heads=num_heads,
-            gradient_checkpointing=gradient_checkpointing,
-            norm_channels_per_group=norm_channels_per_group,
-        )
-        super().__init__(net, **kwargs)
+        network = settings(PIDMUNetConfig, network)
+        super().__init__(lambda learn_sigma: PIDMUNet(pose_channels, network, learn_sigma), **kwargs)
         self.save_hyperparameters(ignore=list(TEST_OPTIONS))
-        self.image_channels = image_channels
+        self.image_channels = network.image_channels
         self.pose_channels = pose_channels
         self.condition_drop_prob = condition_drop_prob
         self.condition_dropout = condition_dropout
-        self.guidance_rule(guidance, w_pose, w_style, scale)  # validate the form early
-        self.guidance = guidance
-        self.w_pose = w_pose
-        self.w_style = w_style
-        self.scale = scale
+        self.guidance = settings(PoseStyleGuidance, guidance)
 
     # --- training -----------------------------------------------------------------------------------------------
 
@@ -190,35 +196,9 @@ class PIDMLitModule(DiffusionLitModule):
 
     # --- sampling -----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def guidance_rule(
-        form: str, w_pose: float | None = None, w_style: float | None = None, scale: float | None = None
-    ) -> Guidance:
-        """The :class:`Guidance` of a form (see the class docstring) with its weights.
-
-        A weight the form uses and that is None is :data:`DEFAULT_GUIDANCE_WEIGHT`; a weight it does not use must be
-        None, so that a setting never goes silently unused.
-        """
-        if form not in GUIDANCE_WEIGHTS:
-            raise ValueError(f"unknown guidance {form!r}; choose one of {get_args(GuidanceForm)}")
-        given = {"w_pose": w_pose, "w_style": w_style, "scale": scale}
-        unused = [f"{name}={value}" for name, value in given.items()
-                  if value is not None and name not in GUIDANCE_WEIGHTS[form]]
-        if unused:
-            raise ValueError(f"guidance {form!r} is weighted by {' and '.join(GUIDANCE_WEIGHTS[form])}; "
-                             f"{', '.join(unused)} does not apply to it (set it to null, or choose the form it "
-                             f"belongs to)")
-        weights = {name: DEFAULT_GUIDANCE_WEIGHT if given[name] is None else given[name]
-                   for name in GUIDANCE_WEIGHTS[form]}
-        if form == "disentangled":
-            return disentangled(weights["w_pose"], weights["w_style"])
-        if form == "style_only":
-            return style_only(weights["scale"])
-        return nested(weights["w_style"], weights["w_pose"])
-
-    def null_texture(self, batch_size: int, like: Tensor) -> list[Tensor]:
+    def null_texture(self, batch_size: int, like: Tensor, net: nn.Module | None = None) -> list[Tensor]:
         """Texture features of the all-zero image (the null style), encoded once and expanded to ``batch_size``."""
-        features = self.net.encode(torch.zeros_like(like[:1]))
+        features = (self.net if net is None else net).encode(torch.zeros_like(like[:1]))
         return [f.expand(batch_size, *f.shape[1:]) for f in features]
 
     def guidance_variants(
@@ -247,29 +227,14 @@ class PIDMLitModule(DiffusionLitModule):
         """Whether any evaluated variant of ``guidance`` uses the null style."""
         return any(name in ("pose", "none") for name in guidance.active_variants)
 
-    def conditioned_denoiser_inputs(self, source: Tensor, pose: Tensor, guidance: Guidance) -> dict[str, dict[str, Any]]:
-        """The guidance variants for sources (B, C, H, W) and poses (B, P, H, W); each image is encoded once."""
-        null = self.null_texture(pose.shape[0], source) if self.needs_null_style(guidance) else None
-        return self.guidance_variants(guidance, pose, self.net.encode(source), null)
-
-    def resolve_guidance(
-        self,
-        guidance: str | None = None,
-        w_pose: float | None = None,
-        w_style: float | None = None,
-        scale: float | None = None,
-    ) -> Guidance:
-        """The module's guidance rule, with any given argument replacing the configured one.
-
-        The configured weights carry over only while the form stays the configured one; a weight the resulting form
-        does not use is an error (see :meth:`guidance_rule`).
-        """
-        form = self.guidance if guidance is None else guidance
-        configured = {"w_pose": self.w_pose, "w_style": self.w_style, "scale": self.scale}
-        given = {"w_pose": w_pose, "w_style": w_style, "scale": scale}
-        weights = {name: value if value is not None else configured[name] if form == self.guidance else None
-                   for name, value in given.items()}
-        return self.guidance_rule(form, **weights)
+    def conditioned_denoiser_inputs(
+        self, source: Tensor, pose: Tensor, guidance: Guidance, net: nn.Module | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The guidance variants for sources (B, C, H, W) and poses (B, P, H, W); each image is encoded once (by
+        ``net``, default ``self.net``)."""
+        net = self.net if net is None else net
+        null = self.null_texture(pose.shape[0], source, net) if self.needs_null_style(guidance) else None
+        return self.guidance_variants(guidance, pose, net.encode(source), null)
 
     @torch.no_grad()
     def generate(
@@ -277,49 +242,25 @@ class PIDMLitModule(DiffusionLitModule):
         source: Tensor,
         pose: Tensor,
         *,
-        options: SamplingOptions | None = None,
-        guidance: Guidance | None = None,
+        sampling: SamplerSettings | None = None,
+        guidance: PoseStyleGuidance | None = None,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
     ) -> Tensor:
-        """Images (B, C, H, W) in [-1, 1] of the sources' persons in the given poses.
+        """Images (B, C, H, W) in [-1, 1] of the sources' (B, C, H, W) persons in the poses (B, P, H, W) (see
+        :meth:`generate_batch`)."""
+        return self.generate_batch({"source": source, "target_pose": pose}, sampling=sampling, guidance=guidance,
+                                   generator=generator, callback=callback, x_T=x_T)
 
-        Args:
-            source: Source images (B, C, H, W) in [-1, 1].
-            pose: Target poses (B, P, H, W).
-            options: Sampler, steps and eta (default: the module's sampling options).
-            guidance: Guidance rule (default: :meth:`resolve_guidance`).
-            generator: Random generator on this module's device.
-            callback: Called after every denoising step (may return a replacement state).
-            x_T: Initial noise (default: drawn from ``generator``).
-        """
-        options = self.sampling if options is None else options
-        guidance = self.resolve_guidance() if guidance is None else guidance
-        source, pose = source.to(self.device), pose.to(self.device)
-        variants = self.conditioned_denoiser_inputs(source, pose, guidance)
-        shape = (source.shape[0], self.image_channels, *pose.shape[2:])
-        return self.sample(
-            variants, guidance, shape, options=options, generator=generator, callback=callback, x_T=x_T
-        ).clamp(-1, 1)
-
-    def generate_batch(
-        self,
-        batch: Mapping[str, Any],
-        *,
-        options: SamplingOptions,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> Tensor:
-        """Sample ``batch["source"]`` in ``batch["target_pose"]`` with the module's guidance (see the class doc)."""
-        if options.guidance_scale != 1.0:
-            raise ValueError(
-                "PIDM guidance is set by the model's guidance/w_pose/w_style/scale; sampling options must keep "
-                f"guidance_scale=1 (got {options.guidance_scale})"
-            )
-        return self.generate(
-            batch["source"], batch["target_pose"], options=options, generator=generator, callback=callback
-        )
+    def guided_conditions(
+        self, batch: Mapping[str, Any], guidance: PoseStyleGuidance | None = None, net: nn.Module | None = None
+    ) -> tuple[dict[str, dict[str, Any]], Guidance, tuple[int, ...]]:
+        """The pose/style variants of ``batch["source"]`` in ``batch["target_pose"]``; each image is encoded once."""
+        source, pose = batch["source"], batch["target_pose"]
+        rule = (self.guidance if guidance is None else guidance).rule()
+        variants = self.conditioned_denoiser_inputs(source, pose, rule, self.net if net is None else net)
+        return variants, rule, (source.shape[0], self.image_channels, *pose.shape[2:])
 
     def on_test_start(self) -> None:
         """Build the metrics; FID's real statistics are every distinct image of ``evaluation.fid.split`` (the paper:
@@ -354,7 +295,7 @@ class PIDMLitModule(DiffusionLitModule):
         target = batch["target"]
         x_T = named_noise(names, (self.image_channels, *target.shape[-2:]), self.test_sampling.seed,
                           device=self.device)
-        fake = self.generate(batch["source"], batch["target_pose"], options=self.test_sampling, x_T=x_T)
+        fake = self.generate_batch(batch, sampling=self.test_sampling, x_T=x_T)
         if metrics.fid is not None:
             metrics.update_fid(fake)  # the real statistics are complete before sampling (on_test_start)
         if metrics.lpips is not None:
@@ -368,7 +309,9 @@ class PIDMLitModule(DiffusionLitModule):
         outputs.save_images("source", names, batch["source"])
         outputs.save_images("pose", names, pose_preview(batch["target_pose"]))
 
-    def image_log_columns(self, batch: Mapping[str, Any], generated: Tensor) -> list[Tensor]:
+    def image_log_columns(
+        self, batch: Mapping[str, Any], generated: Tensor, palette: Tensor | None = None
+    ) -> list[Tensor]:
         """Source | target pose (RGB skeleton or heatmap maximum) | generated | target (when the batch has one)."""
         device = generated.device
         columns = [batch["source"].to(device), pose_preview(batch["target_pose"].to(device)), generated]

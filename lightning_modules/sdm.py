@@ -1,22 +1,38 @@
 """SDM: semantic-layout-to-image diffusion (Wang et al. 2022) as a LightningModule."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
-from datamodules.palettes import bit_interleaved_palette
-from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplingOptions, StepCallback
-from lightning_modules.conditioning import drop_conditions, instance_edges, semantic_condition
-from lightning_modules.diffusion import classifier_free
+from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplerSettings, settings
+from lightning_modules.conditioning import condition_channels, drop_conditions, instance_edges, semantic_condition
+from lightning_modules.diffusion import Guidance, StepCallback, classifier_free
 from lightning_modules.evaluation_io import TestOutputDir, named_noise, sample_name
 from lightning_modules.evaluation_mixin import segmenter_hint
 from lightning_modules.metrics import EvaluationMetrics
-from lightning_modules.nets.sdm_unet import SDMUNet
+from lightning_modules.nets.sdm_unet import SDMUNet, SDMUNetConfig
 
 LABEL_LUT_KEY = "raw_label_lut"  # checkpoint entry: class id of every raw label value (int16, -1: no class)
+
+
+@dataclass(frozen=True)
+class ClassifierFreeGuidance:
+    """SDM's guidance ε̂_null + s·(ε̂_cond − ε̂_null) on ε, with the all-zero null condition of the official code.
+
+    Args:
+        scale: s; guidance is active for s > 1 only (the official scripts sample with 1.5 after the classifier-free
+            fine-tune).
+    """
+
+    scale: float = 1.0
+
+    def rule(self) -> Guidance:
+        """The combination of the ``cond`` and ``null`` variants' outputs."""
+        return classifier_free(self.scale)
 
 
 class SDMLitModule(DiffusionLitModule):
@@ -28,21 +44,8 @@ class SDMLitModule(DiffusionLitModule):
     Args:
         num_classes: One-hot channels of the condition (dataset classes including dontcare).
         instance_edges: Append the instance-edge channel (batches must then carry ``instance`` maps).
-        image_size: Nominal training resolution (places attention; see ``SDMUNet``).
-        image_channels: Image channels.
-        model_channels: UNet base width.
-        channel_mult: Width multiplier per resolution level.
-        num_res_blocks: Residual blocks per encoder level.
-        attention_resolutions: Feature resolutions with self-attention.
-        num_heads: Attention heads (when ``num_head_channels`` is -1).
-        num_head_channels: Channels per attention head (-1: use ``num_heads``).
-        num_heads_upsample: Decoder attention heads (-1: same as ``num_heads``).
-        dropout: Dropout inside residual blocks.
-        resblock_updown: Resample inside residual blocks (official SDM).
-        spade_hidden_channels: Hidden width of the SPADE modulation networks.
-        gradient_checkpointing: Recompute activations in the backward pass to save memory.
-        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups; 4
-            suits 32-channel networks, whose official grouping hides per-image mean colours).
+        network: The UNet's architecture.
+        guidance: Classifier-free guidance of grids, ``predict`` and the test command.
         condition_drop_prob: Probability of zeroing a training sample's whole condition (classifier-free guidance
             training); usually set from a step on by ``callbacks.cfg_finetune.CFGFineTune``.
         **kwargs: Diffusion, optimizer, sampling and initialisation options of
@@ -53,20 +56,8 @@ class SDMLitModule(DiffusionLitModule):
         self,
         num_classes: int,
         instance_edges: bool = False,
-        image_size: int = 256,
-        image_channels: int = 3,
-        model_channels: int = 256,
-        channel_mult: Sequence[float] = (1, 1, 2, 2, 4, 4),
-        num_res_blocks: int = 2,
-        attention_resolutions: Sequence[int] = (32, 16, 8),
-        num_heads: int = 4,
-        num_head_channels: int = 64,
-        num_heads_upsample: int = -1,
-        dropout: float = 0.0,
-        resblock_updown: bool = True,
-        spade_hidden_channels: int = 128,
-        gradient_checkpointing: bool = False,
-        norm_channels_per_group: int | None = None,
+        network: SDMUNetConfig = SDMUNetConfig(),
+        guidance: ClassifierFreeGuidance = ClassifierFreeGuidance(),
         condition_drop_prob: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -75,30 +66,14 @@ class SDMLitModule(DiffusionLitModule):
                 f"SDMLitModule needs num_classes >= 1, got {num_classes}; it is linked from the DataModule's "
                 "num_classes, so the data class must expose it (or set model.init_args.num_classes)"
             )
-        variance = kwargs.get("variance", "learned_range")
-        net = SDMUNet(
-            label_channels=num_classes + int(bool(instance_edges)),
-            image_channels=image_channels,
-            model_channels=model_channels,
-            channel_mult=tuple(channel_mult),
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=tuple(attention_resolutions),
-            image_size=image_size,
-            num_heads=num_heads,
-            num_head_channels=num_head_channels,
-            num_heads_upsample=num_heads_upsample,
-            dropout=dropout,
-            learn_sigma=variance == "learned_range",
-            resblock_updown=resblock_updown,
-            spade_hidden_channels=spade_hidden_channels,
-            gradient_checkpointing=gradient_checkpointing,
-            norm_channels_per_group=norm_channels_per_group,
-        )
-        super().__init__(net, **kwargs)
+        network = settings(SDMUNetConfig, network)
+        label_channels = condition_channels(num_classes, bool(instance_edges))
+        super().__init__(lambda learn_sigma: SDMUNet(label_channels, network, learn_sigma), **kwargs)
         self.save_hyperparameters(ignore=list(TEST_OPTIONS))
+        self.guidance = settings(ClassifierFreeGuidance, guidance)
         self.num_classes = num_classes
         self.instance_edges = bool(instance_edges)
-        self.image_channels = image_channels
+        self.image_channels = network.image_channels
         self.condition_drop_prob = condition_drop_prob
         # Raw label-file value -> class id of the training data; saved in checkpoints for experiments.predict.
         self.raw_label_lut: Tensor | None = None
@@ -139,59 +114,25 @@ class SDMLitModule(DiffusionLitModule):
         label: Tensor,
         instance: Tensor | None = None,
         *,
-        sampler: str | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        eta: float | None = None,
+        sampling: SamplerSettings | None = None,
+        guidance: ClassifierFreeGuidance | None = None,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
     ) -> Tensor:
-        """Generate images (B, C, H, W) in [-1, 1] for class-id maps (B, H, W); unset options use the defaults.
+        """Images (B, C, H, W) in [-1, 1] for class-id maps (B, H, W) (see :meth:`generate_batch`)."""
+        batch = {"label": label} if instance is None else {"label": label, "instance": instance}
+        return self.generate_batch(batch, sampling=sampling, guidance=guidance, generator=generator,
+                                   callback=callback, x_T=x_T)
 
-        ``x_T`` is the initial noise (default: drawn from ``generator``).
-
-        Guidance ε_null + s·(ε_cond − ε_null) is active for ``guidance_scale > 1``; the null condition is the
-        all-zero tensor (official SDM) and both variants run in one batched network call per step.
-        """
-        defaults = self.sampling
-        options = SamplingOptions(
-            sampler=defaults.sampler if sampler is None else sampler,
-            steps=defaults.steps if steps is None else steps,
-            guidance_scale=defaults.guidance_scale if guidance_scale is None else guidance_scale,
-            eta=defaults.eta if eta is None else eta,
-        )
-        y = self.condition(label.to(self.device), None if instance is None else instance.to(self.device))
+    def guided_conditions(
+        self, batch: Mapping[str, Any], guidance: ClassifierFreeGuidance | None = None, net: nn.Module | None = None
+    ) -> tuple[dict[str, dict[str, Any]], Guidance, tuple[int, ...]]:
+        """The condition ``y`` of the batch's label (and instance) maps and its all-zero null variant."""
+        y = self.condition(batch["label"], batch.get("instance"))
         variants = {"cond": {"y": y}, "null": {"y": torch.zeros_like(y)}}
-        shape = (y.shape[0], self.image_channels, *y.shape[2:])
-        return self.sample(
-            variants,
-            classifier_free(options.guidance_scale),
-            shape,
-            options=options,
-            generator=generator,
-            callback=callback,
-            x_T=x_T,
-        ).clamp(-1, 1)
-
-    def generate_batch(
-        self,
-        batch: Mapping[str, Any],
-        *,
-        options: SamplingOptions,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> Tensor:
-        return self.generate(
-            batch["label"],
-            batch.get("instance"),
-            sampler=options.sampler,
-            steps=options.steps,
-            guidance_scale=options.guidance_scale,
-            eta=options.eta,
-            generator=generator,
-            callback=callback,
-        )
+        rule = (self.guidance if guidance is None else guidance).rule()
+        return variants, rule, (y.shape[0], self.image_channels, *y.shape[2:])
 
     def on_test_start(self) -> None:
         """Build the metrics; FID's real statistics are the test images', streamed with the batches unless cached."""
@@ -208,9 +149,9 @@ class SDMLitModule(DiffusionLitModule):
         With LPIPS diversity, ``lpips.num_samples`` images are sampled per label map (saved as ``<name>_s<k>.png``);
         FID and mIoU score the first of them, so they do not depend on the number of diversity samples.
         """
-        options = self.test_sampling
+        sampling = self.test_sampling
         names = [sample_name(path) for path in batch["path"]]
-        label, instance = batch["label"], batch.get("instance")
+        label = batch["label"]
         diversity = metrics.lpips is not None and metrics.config.lpips.mode == "diversity"
         if metrics.ssim is not None or metrics.appearance is not None or (metrics.lpips is not None and not diversity):
             raise ValueError("SDM evaluation takes evaluation.fid, evaluation.lpips with mode: diversity and "
@@ -219,9 +160,8 @@ class SDMLitModule(DiffusionLitModule):
         count = metrics.config.lpips.num_samples if diversity else 1
         shape = (self.image_channels, *label.shape[-2:])
         samples = torch.stack([
-            self.generate(label, instance, sampler=options.sampler, steps=options.steps,
-                          guidance_scale=options.guidance_scale, eta=options.eta,
-                          x_T=named_noise(names, shape, options.seed, index, self.device))
+            self.generate_batch(batch, sampling=sampling, x_T=named_noise(names, shape, sampling.seed, index,
+                                                                          self.device))
             for index in range(count)
         ])  # fmt: skip
         if metrics.fid is not None:
@@ -235,23 +175,22 @@ class SDMLitModule(DiffusionLitModule):
         outputs.save_images("real", names, batch["image"])
         outputs.save_label_maps("label", names, label)
 
-    def image_log_columns(self, batch: Mapping[str, Any], generated: Tensor) -> list[Tensor]:
-        """Colourised label | instance edges (when used) | generated | real image (when the batch has one)."""
+    def image_log_columns(
+        self, batch: Mapping[str, Any], generated: Tensor, palette: Tensor | None = None
+    ) -> list[Tensor]:
+        """Label map (in ``palette``'s colours, else grey levels) | instance edges (when used) | generated | real
+        image (when the batch has one)."""
         label = batch["label"].to(generated.device)
-        palette = self._palette().to(generated.device)
-        columns = [palette[label].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)]
+        if palette is None:
+            picture = (label.float() / max(self.num_classes - 1, 1)).unsqueeze(1).expand(-1, 3, -1, -1) * 2 - 1
+        elif palette.shape[0] < self.num_classes:
+            raise ValueError(f"palette has {palette.shape[0]} colours for {self.num_classes} classes")
+        else:
+            picture = palette.to(generated.device)[label].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        columns = [picture]
         if self.instance_edges:
             columns.append(instance_edges(batch["instance"].to(generated.device)).expand(-1, 3, -1, -1) * 2 - 1)
         columns.append(generated)
         if "image" in batch:
             columns.append(batch["image"].to(generated.device))
         return columns
-
-    def _palette(self) -> Tensor:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        palette = getattr(datamodule, "palette", None)
-        if palette is None:
-            palette = bit_interleaved_palette(self.num_classes)
-        if palette.shape[0] < self.num_classes:
-            raise ValueError(f"palette has {palette.shape[0]} colours for {self.num_classes} classes")
-        return palette

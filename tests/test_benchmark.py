@@ -21,11 +21,14 @@ from experiments.benchmark_baseline import (
 )
 from experiments.benchmark_measure import baseline_max_abs_diff, forward_flops
 from experiments.benchmark_workloads import Workload, load_lit_module, randomize_zero_parameters
-from lightning_modules.diffusion import DiffusionSchedule, classifier_free, guided_denoiser
+from lightning_modules.base import DiffusionLitModule
+from lightning_modules.diffusion import guided_denoiser
 from lightning_modules.nets.attention import SelfAttention2d
 from lightning_modules.nets.cross_attention import TextureCrossAttention
-from lightning_modules.nets.pidm_unet import PIDMUNet
-from lightning_modules.nets.sdm_unet import SDMUNet
+from lightning_modules.nets.pidm_unet import PIDMUNetConfig
+from lightning_modules.nets.sdm_unet import SDMUNetConfig
+from lightning_modules.pidm import PIDMLitModule
+from lightning_modules.sdm import SDMLitModule
 
 TRAINING_COLUMNS = ["variant", "precision", "attention", "compile", "images/s", "× naive", "peak GiB", "MFU",
                     "warm-up s"]  # fmt: skip
@@ -33,25 +36,23 @@ SAMPLING_COLUMNS = ["variant", "sampler", "guidance", "precision", "attention", 
                     "× naive", "MFU", "timing"]  # fmt: skip
 
 
-def _workload(net: torch.nn.Module, family: str) -> Workload:
-    randomize_zero_parameters(net, torch.Generator().manual_seed(0))
-    return Workload(family, net, DiffusionSchedule.create("linear", 1000), "learned_range", 1.0, {"lr": 1e-4})
+def _workload(module: DiffusionLitModule) -> Workload:
+    randomize_zero_parameters(module.net, torch.Generator().manual_seed(0))
+    return Workload(module.eval())
 
 
-def _tiny_sdm() -> SDMUNet:
+def _tiny_sdm() -> SDMLitModule:
     torch.manual_seed(0)
-    return SDMUNet(
-        label_channels=5, model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-        image_size=16, num_head_channels=16, spade_hidden_channels=16,
-    )  # fmt: skip
+    network = SDMUNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+                            image_size=16, num_head_channels=16, spade_hidden_channels=16)
+    return SDMLitModule(num_classes=4, instance_edges=True, network=network)
 
 
-def _tiny_pidm() -> PIDMUNet:
+def _tiny_pidm() -> PIDMLitModule:
     torch.manual_seed(0)
-    return PIDMUNet(
-        pose_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-        image_size=16, embed_channels=64, num_heads=2,
-    )  # fmt: skip
+    network = PIDMUNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+                             image_size=16, embed_channels=64, num_heads=2)
+    return PIDMLitModule(pose_channels=4, network=network)
 
 
 def test_einsum_attention_modules_match_sdpa_modules():
@@ -72,8 +73,8 @@ def test_einsum_attention_modules_match_sdpa_modules():
 
 @pytest.mark.parametrize("family", ["SDM", "PIDM"])
 def test_naive_copy_swaps_attention_and_gives_the_same_outputs(family):
-    net = _tiny_sdm() if family == "SDM" else _tiny_pidm()
-    workload = _workload(net, family)
+    workload = _workload(_tiny_sdm() if family == "SDM" else _tiny_pidm())
+    net = workload.net
     baseline = naive_copy(net)
     swapped = [m for m in baseline.modules() if isinstance(m, (EinsumSelfAttention, EinsumCrossAttention))]
     assert swapped
@@ -87,12 +88,12 @@ def test_naive_copy_rejects_a_network_without_attention():
 
 
 def test_sequential_guidance_equals_batched_guidance():
-    workload = _workload(_tiny_sdm(), "SDM")
+    workload = _workload(_tiny_sdm())
     generator = torch.Generator().manual_seed(1)
-    conditions = workload.conditions(2, (16, 16), generator)
+    data = workload.data_batch(2, (16, 16), generator)
     x, t = torch.randn(2, 3, 16, 16, generator=generator), torch.tensor([3, 700])
-    variants = workload.guidance_variants(workload.net, conditions)
-    guidance = classifier_free(3.0)
+    variants, guidance, _ = workload.module.guided_conditions(data, workload.guidance(3.0))
+    assert set(variants) == {"cond", "null"}
     with torch.no_grad():
         batched = guided_denoiser(workload.net, variants, guidance)(x, t)
         sequential = sequential_guided_denoiser(workload.net, variants, guidance)(x, t)
@@ -100,7 +101,7 @@ def test_sequential_guidance_equals_batched_guidance():
 
 
 def test_forward_flops_count_the_texture_encoder_only_in_training():
-    workload = _workload(_tiny_pidm(), "PIDM")
+    workload = _workload(_tiny_pidm())
     training, sampling = forward_flops(workload, (16, 16), torch.device("cpu"))
     assert training > sampling > 0
 
@@ -112,7 +113,7 @@ def test_sdm_benchmark_has_every_row_and_column():
         sample_steps=(("ddim", 3),), max_timed_steps=5, probe_steps=2,
         compile_skip_reason=compile_skip_reason("auto", torch.device("cpu")),
     )  # fmt: skip
-    report = benchmark(_workload(_tiny_sdm(), "SDM"), settings, "SDM test")
+    report = benchmark(_workload(_tiny_sdm()), settings, "SDM test")
     assert [list(row) for row in report.training] == [TRAINING_COLUMNS] * len(report.training)
     assert [row["variant"] for row in report.training] == [
         "naive baseline", "fp32", "bf16", "bf16 + channels_last", "bf16 + activation checkpointing"
@@ -147,7 +148,7 @@ def test_main_benchmarks_the_config_network_and_writes_the_table(tmp_path):
 
 @pytest.mark.slow
 def test_pidm_benchmark_rows_with_cached_texture_guidance():
-    workload = _workload(_tiny_pidm(), "PIDM")
+    workload = _workload(_tiny_pidm())
     settings = Settings(
         batch=1, size=(16, 16), device=torch.device("cpu"), precisions=("fp32",),
         compile_skip_reason="skipped in tests", sample_steps=(("dpmpp_2m", 2),), parts=("sample",),

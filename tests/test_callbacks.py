@@ -9,12 +9,14 @@ from torch.utils.data import DataLoader
 
 from callbacks.cfg_finetune import CFGFineTune
 from callbacks.sample_grid import SampleGridLogger
-from lightning_modules.sdm import SDMLitModule
+from lightning_modules.nets.sdm_unet import SDMUNetConfig
+from lightning_modules.sdm import ClassifierFreeGuidance, SDMLitModule
 
-TINY_NET = dict(
-    image_size=8, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-    num_head_channels=8, spade_hidden_channels=8, num_timesteps=50,
-)  # fmt: skip
+TINY_NET = {
+    "network": SDMUNetConfig(image_size=8, model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                             attention_resolutions=(), num_head_channels=8, spade_hidden_channels=8),
+    "num_timesteps": 50,
+}
 
 
 def batches(count: int, batch_size: int) -> list[dict]:
@@ -55,11 +57,11 @@ def test_cfg_finetune_drops_whole_conditions_at_the_rate_from_its_start_step():
 
 
 def test_sample_grid_has_one_row_per_example_and_is_logged_with_a_sampler_tag(tmp_path):
-    module = SDMLitModule(num_classes=3, instance_edges=True, **TINY_NET)
+    module = SDMLitModule(num_classes=3, instance_edges=True, guidance=ClassifierFreeGuidance(1.5), **TINY_NET)
     data = batches(2, 4)
     for batch in data:
         batch["instance"] = batch["label"].clone()
-    logger_callback = SampleGridLogger(num_examples=3, sampler="ddim", steps=4, guidance_scale=1.5)
+    logger_callback = SampleGridLogger(num_examples=3, sampler="ddim", steps=4)
     grid = logger_callback.sample_grid(module.eval(), data[0])
     # 3 rows (examples) x 4 columns (label | edges | generated | real) of 8 px with 2 px padding.
     assert grid.shape == (3, 3 * 10 + 2, 4 * 10 + 2) and 0 <= grid.min() and grid.max() <= 1
@@ -69,10 +71,24 @@ def test_sample_grid_has_one_row_per_example_and_is_logged_with_a_sampler_tag(tm
                           logger=logger, callbacks=[logger_callback])
     fit_trainer.fit(module.train(), DataLoader(data, batch_size=None), DataLoader(data, batch_size=None))
     assert [p.name for p in (tmp_path / "run" / "version_0" / "images" / "val").iterdir()] == [
-        "samples_ddim4_s1.5_gs-000002.png"
+        "samples_ddim4_gs-000002.png"
     ]
     events = EventAccumulator(str(tmp_path / "run" / "version_0")).Reload()
-    assert events.Tags()["images"] == ["val/samples_ddim4_s1.5"]
+    assert events.Tags()["images"] == ["val/samples_ddim4"]
+
+
+def test_grid_label_column_uses_the_datamodules_palette_and_samples_with_the_models_guidance(monkeypatch):
+    module = SDMLitModule(num_classes=3, guidance=ClassifierFreeGuidance(1.5), **TINY_NET).eval()
+    batch = batches(1, 2)[0]
+    used = []
+    monkeypatch.setattr(module, "sample", lambda variants, guidance, shape, **kwargs: (
+        used.append(dict(guidance.weights)) or torch.zeros(shape)))
+    palette = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=torch.uint8)
+    grid = SampleGridLogger(num_examples=2, sampler="ddim", steps=2).sample_grid(module, batch, palette)
+    assert used == [{"cond": 1.5, "null": -0.5}]
+    # First cell of the first row (2 px padding): the label's colours, from the palette.
+    expected = palette[batch["label"][0]].permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(grid[:, 2:10, 2:10], expected)
 
 
 def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):

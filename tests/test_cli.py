@@ -29,7 +29,7 @@ def test_print_config_shows_the_merged_config(tmp_path, capsys):
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "lightning_modules.sdm.SDMLitModule"
-    assert printed["model"]["init_args"]["model_channels"] == 8  # the tiny overlay won
+    assert printed["model"]["init_args"]["network"]["model_channels"] == 8  # the tiny overlay won
     assert printed["trainer"]["max_steps"] == 4
 
 
@@ -38,7 +38,7 @@ def test_fit_writes_a_run_directory_and_resumes_from_last_ckpt(tmp_path):
     fit(tiny_shapes_args(tmp_path, "--trainer.max_steps=2"))
     run = tmp_path / "runs" / "sdm_shapes" / "version_0"
     assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
-    assert sorted(p.name for p in (run / "images" / "val").iterdir()) == ["samples_ddpm50_s1.0_gs-000002.png"]
+    assert sorted(p.name for p in (run / "images" / "val").iterdir()) == ["samples_ddpm50_gs-000002.png"]
     hparams = yaml.safe_load((run / "hparams.yaml").read_text())
     assert hparams["num_classes"] == 7 and hparams["instance_edges"] is True  # linked from the shapes data
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
@@ -59,6 +59,6 @@ def test_fit_writes_a_run_directory_and_resumes_from_last_ckpt(tmp_path):
     # The test command builds the model from the config and command line, not from the checkpoint's hparams.
     cli = run_cli("test", [
         *tiny_shapes_args(tmp_path, "--trainer.limit_test_batches=0", "--model.init_args.evaluation=null"),
-        "--model.init_args.guidance_scale=3.0", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "--model.init_args.guidance.scale=3.0", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
     ])  # fmt: skip
-    assert cli.model.hparams.guidance_scale == 3.0
+    assert cli.model.guidance.scale == 3.0

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from lightning_modules.base import SamplingOptions
+from lightning_modules.base import SamplerSettings
 from lightning_modules.editing import appearance_control, interpolate_styles, slerp
 from test_pidm_module import SIZE, person_batch, tiny_module
 
-OPTIONS = SamplingOptions(sampler="ddim", steps=5)
+SAMPLING = SamplerSettings(sampler="ddim", steps=5)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_appearance_control_keeps_the_unmasked_reference(module, sampler):
     mask[4:12, 2:10] = 1
     out = appearance_control(
         module, batch["source"], reference, batch["target_pose"], mask,
-        options=SamplingOptions(sampler=sampler, steps=5), generator=torch.Generator().manual_seed(0),
+        sampling=SamplerSettings(sampler=sampler, steps=5), generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     keep = mask == 0
     assert torch.equal(out[..., keep], reference[..., keep])
@@ -35,7 +35,7 @@ def test_appearance_control_blends_every_step_with_the_noised_reference(module):
     reference = batch["target"]
     mask = torch.zeros(1, 1, SIZE, SIZE)
     mask[..., :, : SIZE // 2] = 1
-    schedule = module.sampling_schedule(OPTIONS)
+    schedule = module.sampling_schedule(SAMPLING)
     states = []
     original_sample = module.sample
 
@@ -49,7 +49,7 @@ def test_appearance_control_blends_every_step_with_the_noised_reference(module):
 
     module.sample = recording_sample
     try:
-        appearance_control(module, batch["source"], reference, batch["target_pose"], mask, options=OPTIONS)
+        appearance_control(module, batch["source"], reference, batch["target_pose"], mask, sampling=SAMPLING)
     finally:
         del module.sample
     kept = mask[0, 0] == 0
@@ -79,10 +79,10 @@ def test_interpolation_endpoints_equal_plain_sampling(module):
     batch = person_batch()
     source_a, source_b, pose = batch["source"][:1], batch["source"][1:], batch["target_pose"][:1]
     noise = tuple(torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(s)) for s in (11, 12))
-    mixes = interpolate_styles(module, source_a, source_b, pose, 4, noise=noise, options=OPTIONS)
+    mixes = interpolate_styles(module, source_a, source_b, pose, 4, noise=noise, sampling=SAMPLING)
     assert mixes.shape == (4, 3, SIZE, SIZE)
-    plain_a = module.generate(source_a, pose, options=OPTIONS, generator=torch.Generator().manual_seed(11))
-    plain_b = module.generate(source_b, pose, options=OPTIONS, generator=torch.Generator().manual_seed(12))
+    plain_a = module.generate(source_a, pose, sampling=SAMPLING, generator=torch.Generator().manual_seed(11))
+    plain_b = module.generate(source_b, pose, sampling=SAMPLING, generator=torch.Generator().manual_seed(12))
     torch.testing.assert_close(mixes[0], plain_a[0], atol=1e-4, rtol=0)
     torch.testing.assert_close(mixes[-1], plain_b[0], atol=1e-4, rtol=0)
     assert (mixes[1] - mixes[0]).abs().max() > 1e-3 and (mixes[2] - mixes[3]).abs().max() > 1e-3
@@ -93,5 +93,5 @@ def test_interpolation_needs_deterministic_ddim(module):
     with pytest.raises(ValueError, match="DDIM"):
         interpolate_styles(
             module, batch["source"][:1], batch["source"][1:], batch["target_pose"][:1], 3,
-            options=SamplingOptions(sampler="ddpm", steps=3),
+            sampling=SamplerSettings(sampler="ddpm", steps=3),
         )  # fmt: skip

@@ -17,8 +17,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from experiments.fit import main as fit
 from experiments.test import main as run_test
-from lightning_modules.evaluation_io import TestOutputDir, named_noise, sample_seed
+from lightning_modules.evaluation_io import TestOutputDir, named_noise
 from lightning_modules.metrics import WEIGHTS
+from lightning_modules.base import SamplerSettings
 from lightning_modules.sdm import SDMLitModule
 from lightning_modules.segmenter import SegmenterLitModule
 
@@ -66,7 +67,7 @@ def shapes_args(root: Path, *extra: str) -> list[str]:
         f"--trainer.logger.init_args.save_dir={root / 'runs'}",
         # Deterministic sampler: only the initial noise is seeded per sample, so DDPM's per-step noise would depend
         # on how samples are batched across processes.
-        "--model.init_args.test_sampler=ddim",
+        "--model.init_args.test_sampling.sampler=ddim",
         *extra,
     ]  # fmt: skip
 
@@ -86,7 +87,7 @@ def evaluation_args(root: Path, stats: str, *extra: str) -> list[str]:
     return shapes_args(
         root,
         "--trainer.limit_test_batches=1.0",
-        "--model.init_args.test_steps=2",
+        "--model.init_args.test_sampling.steps=2",
         "--model.init_args.evaluation.lpips.num_samples=2",
         f"--model.init_args.evaluation.fid.stats_dir={root / stats}",
         f"--ckpt_path={root / 'runs/sdm_shapes/version_0/checkpoints/last.ckpt'}",
@@ -121,7 +122,7 @@ def test_full_run_writes_paired_pngs_metrics_json_and_hparams(workspace, first_r
     assert report["protocol"]["fid"]["images"]["count"] == NUM_TEST
     assert report["protocol"]["fid"]["images"]["root"] == str((workspace / "shapes").resolve())
     assert report["checkpoint"].endswith("version_0/checkpoints/last.ckpt")
-    assert report["test_sampling"] == {"sampler": "ddim", "steps": 2, "guidance_scale": 1.0, "eta": 0.0, "seed": 0}
+    assert report["test_sampling"] == {"sampler": "ddim", "steps": 2, "eta": 0.0, "seed": 0}
     assert report["protocol"]["fid"]["extractor"]["weights"] == "default_1.pt"  # the real fid-helper TorchScript
     assert report["evaluation"]["lpips"]["num_samples"] == 2
     assert list((workspace / "stats").glob("shapes-test-32x32-bilinear-fid_helper-*.pt"))
@@ -198,7 +199,7 @@ def test_two_process_ddp_scores_every_sample_once(workspace, first_run):
 def test_pidm_run_writes_pngs_and_metrics_and_refuses_reuse(workspace):
     def args(*extra: str) -> list[str]:
         return persons_args(
-            workspace, "--trainer.limit_test_batches=1.0", "--model.init_args.test_steps=2",
+            workspace, "--trainer.limit_test_batches=1.0", "--model.init_args.test_sampling.steps=2",
             f"--model.init_args.evaluation.fid.stats_dir={workspace / 'persons_stats'}",
             f"--ckpt_path={workspace / 'runs/pidm_persons/version_0/checkpoints/last.ckpt'}", *extra,
         )  # fmt: skip
@@ -233,7 +234,7 @@ def test_pidm_training_reference_is_computed_once_then_reused(workspace):
 
     def run(version: int) -> dict:
         run_test(persons_args(
-            workspace, "--trainer.limit_test_batches=1.0", "--model.init_args.test_steps=2",
+            workspace, "--trainer.limit_test_batches=1.0", "--model.init_args.test_sampling.steps=2",
             "--model.init_args.evaluation.fid.split=train", f"--model.init_args.evaluation.fid.stats_dir={stats}",
             "--trainer.logger.init_args.name=pidm_train_reference",
             f"--ckpt_path={workspace / 'runs/pidm_persons/version_0/checkpoints/last.ckpt'}",
@@ -258,7 +259,7 @@ def test_initial_noise_depends_only_on_name_seed_and_index():
     batch = named_noise(NAMES[:3], (3, 4, 4), seed=0)
     assert torch.equal(named_noise(NAMES[1:2], (3, 4, 4), seed=0)[0], batch[1])  # independent of batch composition
     assert not torch.equal(named_noise(NAMES[:1], (3, 4, 4), seed=1)[0], batch[0])
-    assert sample_seed(NAMES[0], 0, 0) != sample_seed(NAMES[0], 0, 1)
+    assert not torch.equal(named_noise(NAMES[:1], (3, 4, 4), seed=0, index=1)[0], batch[0])  # diversity samples
 
 
 def test_output_dir_refuses_reuse_and_duplicate_names(tmp_path):
@@ -275,15 +276,16 @@ def test_output_dir_refuses_reuse_and_duplicate_names(tmp_path):
 
 
 def test_test_options_stay_out_of_hyperparameters_and_are_validated():
-    tiny = dict(num_classes=3, image_size=16, model_channels=8, channel_mult=(1, 2), attention_resolutions=(),
-                num_head_channels=8, spade_hidden_channels=8, num_timesteps=100, sampling_steps=4)
+    network = {"image_size": 16, "model_channels": 8, "channel_mult": (1, 2), "attention_resolutions": (),
+               "num_head_channels": 8, "spade_hidden_channels": 8}
+    tiny = dict(num_classes=3, network=network, num_timesteps=100, sampling={"steps": 4})
     model = SDMLitModule(**tiny, evaluation={"fid": None, "lpips": {"mode": "diversity", "num_samples": 3}},
-                         test_sampler="ddpm", test_steps=5, test_seed=7)
+                         test_sampling={"sampler": "ddpm", "steps": 5, "seed": 7})
     assert model.evaluation.lpips.num_samples == 3 and model.evaluation.fid is None
-    assert (model.test_sampling.sampler, model.test_sampling.steps, model.test_sampling.seed) == ("ddpm", 5, 7)
-    assert model.test_sampling.guidance_scale == model.sampling.guidance_scale
-    assert not {"evaluation", "test_sampler", "test_steps", "test_seed"} & set(model.hparams)
-    with pytest.raises(ValueError, match="test_sampler"):
-        SDMLitModule(**tiny, test_sampler="euler")
+    assert model.test_sampling == SamplerSettings("ddpm", 5, seed=7)
+    assert SDMLitModule(**tiny).test_sampling == model.sampling  # the test command samples like predict by default
+    assert not {"evaluation", "test_sampling"} & set(model.hparams)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        SDMLitModule(**tiny, test_sampling={"sampler": "euler"})
     with pytest.raises(TypeError, match="Unknown evaluation config keys"):
         SDMLitModule(**tiny, evaluation={"fdi": {}})

@@ -15,7 +15,9 @@ from test_pidm_module import person_batch, tiny_module
 from test_sdm_module import random_batches, tiny_sdm
 from torch.utils.data import DataLoader
 
-from lightning_modules.base import SamplingOptions
+from lightning_modules.base import SamplerSettings
+from lightning_modules.pidm import PoseStyleGuidance
+from lightning_modules.sdm import ClassifierFreeGuidance
 
 pytestmark = [
     pytest.mark.gpu,
@@ -70,23 +72,19 @@ def test_guided_sampling_on_cuda_matches_the_cpu(family, sampler, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     if family == "sdm":
-        module, batch = tiny_sdm(guidance_scale=1.5).eval(), random_batches(1, batch_size=2)[0]
+        module, batch = tiny_sdm(guidance=ClassifierFreeGuidance(1.5)).eval(), random_batches(1, batch_size=2)[0]
         for parameter in module.net.parameters():
             torch.nn.init.normal_(parameter, std=0.2)
     else:
-        module, batch = tiny_module(guidance="disentangled").eval(), person_batch()
-    options = SamplingOptions(sampler=sampler, steps=5)
+        module, batch = tiny_module(guidance=PoseStyleGuidance("disentangled")).eval(), person_batch()
+    sampling = SamplerSettings(sampler=sampler, steps=5)
     x_T = torch.randn(2, 3, *batch[next(k for k in ("image", "target") if k in batch)].shape[-2:],
                       generator=torch.Generator().manual_seed(0))
 
     def sample(device: str) -> torch.Tensor:
         model = module.to(device)
         generator = torch.Generator(device).manual_seed(1)
-        if family == "sdm":
-            return model.generate(batch["label"], batch["instance"], sampler=sampler, steps=5, generator=generator,
-                                  x_T=x_T.to(device)).cpu()
-        return model.generate(batch["source"], batch["target_pose"], options=options, generator=generator,
-                              x_T=x_T.to(device)).cpu()
+        return model.generate_batch(batch, sampling=sampling, generator=generator, x_T=x_T.to(device)).cpu()
 
     cuda = sample("cuda")
     cpu = sample("cpu")

@@ -162,9 +162,9 @@ def test_readme_flags_translate_to_the_official_architecture():
         "num_classes": 151, "no_instance": True, "channel_mult": "",
     }  # fmt: skip
     hparams = sdm_hparams_from_flags(flags)
-    assert hparams["channel_mult"] == (1, 1, 2, 2, 4, 4)
-    assert hparams["attention_resolutions"] == (32, 16, 8)
-    assert hparams["label_channels"] == 151 and hparams["learn_sigma"] is True and hparams["num_heads"] == 4
+    assert hparams["config"].channel_mult == (1, 1, 2, 2, 4, 4)
+    assert hparams["config"].attention_resolutions == (32, 16, 8)
+    assert hparams["label_channels"] == 151 and hparams["learn_sigma"] is True and hparams["config"].num_heads == 4
     assert sdm_hparams_from_flags({**flags, "no_instance": False})["label_channels"] == 152
 
 

@@ -17,7 +17,7 @@ from experiments.predict import load_model
 from experiments.predict import main as predict
 from lightning_modules.nets.pidm_unet import PIDMUNet
 from lightning_modules.official.pidm import export_official_pidm, pidm_hparams_from_config
-from lightning_modules.pidm import PIDMLitModule
+from lightning_modules.pidm import PIDMLitModule, PoseStyleGuidance
 
 sys.path.insert(0, str(Path(__file__).parent / "datamodules"))
 from person_trees import write_market_tree  # noqa: E402
@@ -35,18 +35,19 @@ def test_paper_settings(name):
     config = _load(name)
     model = config["model"]["init_args"]
     assert config["model"]["class_path"] == "lightning_modules.pidm.PIDMLitModule"
-    assert (model["model_channels"], model["channel_mult"], model["num_res_blocks"]) == (128, [1, 1, 2, 2, 4, 4], 2)
-    assert (model["embed_channels"], model["dropout"], model["num_heads"]) == (512, 0.1, 1)
+    network = model["network"]
+    assert (network["model_channels"], network["channel_mult"], network["num_res_blocks"]) == (
+        128, [1, 1, 2, 2, 4, 4], 2)
+    assert (network["embed_channels"], network["dropout"], network["num_heads"]) == (512, 0.1, 1)
     assert (model["lr"], model["weight_decay"], model["warmup_steps"]) == (2.0e-5, 0.0, 5000)
-    assert (model["condition_drop_prob"], model["guidance"], model["w_pose"], model["w_style"]) == (
-        0.1, "disentangled", 2.0, 2.0,
-    )  # fmt: skip
-    assert (model["sampler"], model["sampling_steps"], model["clip_x0"]) == ("ddim", 100, False)
+    assert model["condition_drop_prob"] == 0.1
+    assert model["guidance"] == {"form": "disentangled", "w_pose": 2.0, "w_style": 2.0}
+    assert (model["sampling"], model["clip_x0"]) == ({"sampler": "ddim", "steps": 100}, False)
     assert config["trainer"]["gradient_clip_val"] == 1.0 and config["data"]["init_args"]["batch_size"] == 8
-    ema = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("DelayedEMA"))
+    ema = next(c for c in config["trainer"]["callbacks+"] if c["class_path"].endswith("DelayedEMA"))
     assert ema["init_args"] == {"decay": 0.9999, "update_starting_at_step": 5000}
     expected = {"deepfashion_256": [32, 16, 8], "deepfashion_512": [64, 32, 16], "market1501": [32, 16, 8]}[name]
-    assert model["attention_resolutions"] == expected
+    assert network["attention_resolutions"] == expected
 
 
 def _data_root(name: str, tmp_path: Path) -> tuple[Path, list[str]]:
@@ -102,7 +103,7 @@ def test_import_official_pidm_writes_a_checkpoint_predict_accepts(imported):
     module = load_model(ckpt)
     assert isinstance(module, PIDMLitModule)
     # The official sampling: 100-step DDIM, style-only guidance with scale 2, x0 not clipped.
-    assert (module.guidance, module.scale, module.clip_x0) == ("style_only", 2.0, False)
+    assert (module.guidance, module.clip_x0) == (PoseStyleGuidance("style_only", scale=2.0), False)
     assert (module.sampling.sampler, module.sampling.steps) == ("ddim", 100)
     y_t, pose, source = torch.randn(2, 3, 16, 16), torch.rand(2, 20, 16, 16), torch.randn(2, 3, 16, 16)
     t = torch.tensor([3, 700])

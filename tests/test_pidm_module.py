@@ -5,21 +5,23 @@ import math
 import pytest
 import torch
 
-from lightning_modules.base import SamplingOptions
+from lightning_modules.base import SamplerSettings
 from lightning_modules.diffusion import guided_denoiser
 from lightning_modules.metrics import EvaluationConfig, EvaluationMetrics
-from lightning_modules.pidm import PIDMLitModule, condition_keep_masks, pose_preview
+from lightning_modules.nets.pidm_unet import PIDMUNetConfig
+from lightning_modules.pidm import PIDMLitModule, PoseStyleGuidance, condition_keep_masks, pose_preview
 
 SIZE = 16
 DRAWS = 20_000
 
 
+TINY_NET = PIDMUNetConfig(image_size=SIZE, model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_resolutions=(8,), embed_channels=16)
+
+
 def tiny_module(**overrides) -> PIDMLitModule:
     torch.manual_seed(0)
-    options = dict(
-        pose_channels=20, image_size=SIZE, model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-        attention_resolutions=(8,), embed_channels=16, num_timesteps=100, sampling_steps=5,
-    )  # fmt: skip
+    options = {"pose_channels": 20, "network": TINY_NET, "num_timesteps": 100, "sampling": SamplerSettings(steps=5)}
     module = PIDMLitModule(**{**options, **overrides}).eval()
     # Random weights everywhere (the zero-initialised output layers would hide every condition).
     for parameter in module.net.parameters():
@@ -88,22 +90,22 @@ def test_training_step_backpropagates_into_both_networks():
 )
 def test_guided_sampling_calls_the_network_once_per_step(form, weights, variants):
     # nested with w_pose == w_style gives the image-only variant weight 0, so it is not evaluated.
-    module = tiny_module(guidance=form, **weights)
+    module = tiny_module(guidance=PoseStyleGuidance(form, **weights))
     net_calls, encoder_calls = [], []
     module.net.register_forward_hook(lambda mod, args, out: net_calls.append(args[0].shape[0]))
     module.net.texture_encoder.register_forward_hook(lambda mod, args, out: encoder_calls.append(args[0].shape[0]))
     batch = person_batch(batch_size=3)
-    out = module.generate_batch(batch, options=SamplingOptions(steps=5), generator=torch.Generator().manual_seed(0))
+    out = module.generate_batch(batch, generator=torch.Generator().manual_seed(0))
     assert out.shape == (3, 3, SIZE, SIZE) and out.abs().max() <= 1
     assert net_calls == [3 * variants] * 5
     assert sorted(encoder_calls) == [1, 3]  # the batch once, the null image once
 
 
 def test_unguided_sampling_skips_the_null_image():
-    module = tiny_module(guidance="style_only", scale=1.0)
+    module = tiny_module(guidance=PoseStyleGuidance("style_only", scale=1.0))
     encoder_calls = []
     module.net.texture_encoder.register_forward_hook(lambda mod, args, out: encoder_calls.append(args[0].shape[0]))
-    module.generate_batch(person_batch(), options=SamplingOptions(steps=3))
+    module.generate_batch(person_batch(), sampling=SamplerSettings(steps=3))
     assert encoder_calls == [2]
 
 
@@ -116,12 +118,12 @@ def _separate(module, x, t, pose, source, use_pose: bool, use_style: bool) -> to
 def test_guidance_combinations_match_separate_calls(form):
     w_pose, w_style, scale = 1.7, 2.5, 3.0
     weights = {"scale": scale} if form == "style_only" else {"w_pose": w_pose, "w_style": w_style}
-    module = tiny_module(guidance=form, **weights)
+    module = tiny_module(guidance=PoseStyleGuidance(form, **weights))
     batch = person_batch()
     pose, source = batch["target_pose"], batch["source"]
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
     t = torch.tensor([7, 60])
-    guidance = module.resolve_guidance()
+    guidance = module.guidance.rule()
     with torch.no_grad():
         guided = guided_denoiser(module.net, module.conditioned_denoiser_inputs(source, pose, guidance), guidance)(x, t)
         eps = {(p, s): _separate(module, x, t, pose, source, p, s) for p in (0, 1) for s in (0, 1)}
@@ -136,16 +138,15 @@ def test_guidance_combinations_match_separate_calls(form):
     torch.testing.assert_close(guided, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_guidance_scale_and_unknown_options_are_rejected():
-    module = tiny_module()
-    with pytest.raises(ValueError, match="guidance_scale"):
-        module.generate_batch(person_batch(), options=SamplingOptions(steps=2, guidance_scale=2.0))
-    with pytest.raises(ValueError, match="guidance"):
-        tiny_module(guidance="cfg")
+def test_unknown_options_and_weights_of_another_form_are_rejected():
+    with pytest.raises(TypeError, match="guidance_scale"):
+        tiny_module(guidance_scale=2.0)
+    with pytest.raises(ValueError, match="guidance form"):
+        PoseStyleGuidance("cfg")
     with pytest.raises(ValueError, match=r"'style_only' is weighted by scale; w_pose=3.0 does not apply"):
-        tiny_module(guidance="style_only", w_pose=3.0)
+        tiny_module(guidance={"form": "style_only", "w_pose": 3.0})
     with pytest.raises(ValueError, match=r"'disentangled' is weighted by w_pose and w_style; scale=3.0 does not"):
-        tiny_module(guidance="disentangled", scale=3.0)
+        PoseStyleGuidance("disentangled", scale=3.0)
     with pytest.raises(ValueError, match="condition_dropout"):
         tiny_module(condition_dropout="both")
     with pytest.raises(ValueError, match="pose_channels"):
@@ -153,14 +154,14 @@ def test_guidance_scale_and_unknown_options_are_rejected():
 
 
 def test_guidance_overrides_keep_configured_weights_only_for_the_configured_form():
-    module = tiny_module(guidance="style_only", scale=3.0)
-    assert dict(module.resolve_guidance().weights) == {"full": 3.0, "pose": -2.0}
-    assert dict(module.resolve_guidance(scale=1.5).weights) == {"full": 1.5, "pose": -0.5}
+    guidance = PoseStyleGuidance("style_only", scale=3.0)
+    assert dict(guidance.rule().weights) == {"full": 3.0, "pose": -2.0}
+    assert dict(guidance.override(scale=1.5).rule().weights) == {"full": 1.5, "pose": -0.5}
     # Another form starts from its own defaults (2) and the given weights; the configured scale does not follow it.
-    assert dict(module.resolve_guidance("disentangled", w_pose=1.0).weights) == {"none": -2.0, "pose": 1.0,
-                                                                                 "style": 2.0}
+    other_form = guidance.override("disentangled", w_pose=1.0)
+    assert dict(other_form.rule().weights) == {"none": -2.0, "pose": 1.0, "style": 2.0}
     with pytest.raises(ValueError, match="scale=2.5 does not apply"):
-        module.resolve_guidance("nested", scale=2.5)
+        guidance.override("nested", scale=2.5)
 
 
 def test_image_log_columns_and_pose_previews():

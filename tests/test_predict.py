@@ -14,15 +14,19 @@ from experiments.fit import main as fit
 from experiments.import_official import lightning_checkpoint
 from experiments.import_official import main as import_official
 from experiments.predict import main as predict
-from lightning_modules.nets.sdm_unet import SDMUNet
+from lightning_modules.nets.sdm_unet import SDMUNet, SDMUNetConfig
 from lightning_modules.official.sdm import export_official_sdm
+from lightning_modules.checkpoint_loading import load_diffusion_module, upgrade_hyperparameters
+from lightning_modules.pidm import PIDMLitModule
 from lightning_modules.sdm import SDMLitModule
 
 REPO = Path(__file__).parents[1]
-TINY = dict(
-    num_classes=3, instance_edges=False, image_size=8, model_channels=8, channel_mult=[1, 2], num_res_blocks=1,
-    attention_resolutions=[], num_head_channels=8, spade_hidden_channels=8, num_timesteps=50,
-)  # fmt: skip
+# SDMLitModule arguments as a checkpoint stores them (plain values).
+TINY = {
+    "num_classes": 3, "instance_edges": False, "num_timesteps": 50,
+    "network": {"image_size": 8, "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                "attention_resolutions": [], "num_head_channels": 8, "spade_hidden_channels": 8},
+}  # fmt: skip
 
 
 def write_maps(folder: Path, maps: dict[str, np.ndarray]) -> Path:
@@ -99,23 +103,38 @@ def test_a_trained_checkpoint_decodes_raw_dataset_ids_on_its_own(tmp_path, train
 
 
 def test_sampling_follows_the_checkpoint_unless_the_command_line_says_otherwise(tmp_path, monkeypatch):
-    module = SDMLitModule(**TINY, sampler="ddpm", sampling_steps=3, guidance_scale=1.5)
+    hparams = {**TINY, "sampling": {"sampler": "ddpm", "steps": 3}, "guidance": {"scale": 1.5}}
     path = tmp_path / "run" / "checkpoints" / "model.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save(lightning_checkpoint(module, {**TINY, "sampler": "ddpm", "sampling_steps": 3, "guidance_scale": 1.5}),
-               path)
+    torch.save(lightning_checkpoint(SDMLitModule(**hparams), hparams), path)
     labels = write_maps(tmp_path / "labels", {"a": np.zeros((8, 8))})
     used = []
     sample = SDMLitModule.sample
-    monkeypatch.setattr(SDMLitModule, "sample", lambda self, variants, guidance, shape, *, options, **kwargs: (
-        used.append((options, dict(guidance.weights))) or sample(self, variants, guidance, shape, options=options,
-                                                                 **kwargs)))
+    monkeypatch.setattr(SDMLitModule, "sample", lambda self, variants, guidance, shape, *, sampling, **kwargs: (
+        used.append((sampling, dict(guidance.weights))) or sample(self, variants, guidance, shape, sampling=sampling,
+                                                                  **kwargs)))
     predict(["--ckpt_path", str(path), "--labels", str(labels), "--out", str(tmp_path / "a")])
     predict(["--ckpt_path", str(path), "--labels", str(labels), "--out", str(tmp_path / "b"), "--sampler", "ddim",
              "--steps", "2", "--guidance_scale", "1"])
     (first, first_weights), (second, second_weights) = used
     assert (first.sampler, first.steps, first_weights) == ("ddpm", 3, {"cond": 1.5, "null": -0.5})
     assert (second.sampler, second.steps, second_weights) == ("ddim", 2, {"cond": 1.0})
+
+
+def test_checkpoints_of_the_flat_argument_layout_still_load(tmp_path):
+    """Checkpoints written before the network, sampler and guidance settings became blocks."""
+    flat = {**{k: v for k, v in TINY.items() if k != "network"}, **TINY["network"], "sampler": "ddpm",
+            "sampling_steps": 3, "guidance_scale": 1.5}
+    path = tmp_path / "old.ckpt"
+    torch.save(lightning_checkpoint(SDMLitModule(**TINY), flat), path)
+    model = load_diffusion_module(path)
+    assert model.net.config.model_channels == 8 and model.sampling.steps == 3 and model.guidance.scale == 1.5
+    pidm_flat = {"pose_channels": 4, "image_size": 8, "model_channels": 8, "channel_mult": [1, 2],
+                 "num_res_blocks": 1, "attention_resolutions": [4], "embed_channels": 16, "guidance": "style_only",
+                 "w_pose": 2.0, "w_style": 2.0, "scale": 3.0}  # every weight was stored whatever the form
+    upgraded = upgrade_hyperparameters(pidm_flat)
+    assert upgraded["guidance"] == {"form": "style_only", "scale": 3.0} and upgraded["network"]["image_size"] == 8
+    PIDMLitModule(**upgraded)
 
 
 def test_options_of_the_other_model_family_are_errors(tmp_path, checkpoint):
@@ -132,8 +151,8 @@ def test_imported_official_weights_predict(tmp_path):
     flags = {"image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
              "attention_resolutions": "8", "num_head_channels": 32, "num_classes": 3, "no_instance": True,
              "learn_sigma": True, "resblock_updown": True, "diffusion_steps": 50}
-    net = SDMUNet(label_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                  attention_resolutions=(8,), image_size=16, num_head_channels=32)
+    net = SDMUNet(3, SDMUNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                                   attention_resolutions=(8,), image_size=16, num_head_channels=32))
     torch.save(export_official_sdm(net), tmp_path / "official.pt")
     (tmp_path / "flags.yaml").write_text(yaml.safe_dump(flags))
     out = import_official(["sdm", "--weights", str(tmp_path / "official.pt"), "--flags",
@@ -142,11 +161,12 @@ def test_imported_official_weights_predict(tmp_path):
     assert all(torch.equal(checkpoint["state_dict"][f"net.{k}"], v) for k, v in net.state_dict().items())
     # It samples as the official scripts: ancestral DDPM over every step, guidance 1.5, x0 clipped.
     hparams = checkpoint["hyper_parameters"]
-    assert (hparams["sampler"], hparams["sampling_steps"], hparams["guidance_scale"], hparams["clip_x0"]) == (
-        "ddpm", 50, 1.5, True)
+    assert (hparams["sampling"], hparams["guidance"], hparams["clip_x0"]) == (
+        {"sampler": "ddpm", "steps": 50}, {"scale": 1.5}, True)
     model_section = yaml.safe_load(out.with_suffix(".yaml").read_text())["model"]
     assert model_section["class_path"] == "lightning_modules.sdm.SDMLitModule"
-    assert model_section["init_args"]["sampler"] == "ddpm" and model_section["init_args"]["model_channels"] == 32
+    init_args = model_section["init_args"]
+    assert init_args["sampling"]["sampler"] == "ddpm" and init_args["network"]["model_channels"] == 32
     labels = write_maps(tmp_path / "labels", {"a": np.zeros((16, 16))})
     predict(["--ckpt_path", str(out), "--labels", str(labels), "--out", str(tmp_path / "gen"), "--steps", "2"])
     assert (tmp_path / "gen" / "a_s0.png").is_file()

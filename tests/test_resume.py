@@ -52,7 +52,8 @@ model:
     num_timesteps: 50
     timestep_sampler: loss-second-moment
     condition_drop_prob: 0.3
-    dropout: 0.1
+    network:
+      dropout: 0.1
 data:
   init_args:
     root: {data_root}

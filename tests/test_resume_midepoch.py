@@ -10,7 +10,8 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.persons import PersonsDataModule
-from datamodules.samplers import ResumableSampler, SampleKey, sample_seed
+from datamodules.samplers import ResumableSampler, SampleKey
+from datamodules.seeds import derived_seed
 from datamodules.shapes import ShapesDataModule
 
 
@@ -78,7 +79,7 @@ def test_same_seed_gives_the_same_augmented_batches_whatever_the_workers(make, s
     # The augmentations are really random: a sample looks different in another epoch and under another seed.
     dataset = make(root, num_workers=0).datasets["train"]
     first, next_epoch, other_seed = (
-        dataset[SampleKey(0, sample_seed(seed, epoch, 0))] for seed, epoch in ((3, 0), (3, 1), (4, 0))
+        dataset[SampleKey(0, derived_seed(seed, epoch, 0))] for seed, epoch in ((3, 0), (3, 1), (4, 0))
     )
     image = "image" if make is _shapes else "target"
     assert not torch.equal(first[image], next_epoch[image]) and not torch.equal(first[image], other_seed[image])
@@ -113,7 +114,7 @@ def test_a_position_past_the_epoch_end_restores_as_the_next_epoch():
     sampler.set_epoch(2)
     full = list(sampler)
     assert sorted(key.index for key in full) == data
-    assert full[0].seed == sample_seed(5, 2, full[0].index)
+    assert full[0].seed == derived_seed(5, 2, full[0].index)
 
     sampler.load_state_dict({"epoch": 2, "yielded": 4})
     assert list(sampler) == full[4:]

@@ -1,4 +1,4 @@
-"""SDMLitModule and the condition builders: edges, condition dropout, losses, EMA weights in checkpoints and sampling."""
+"""SDMLitModule and the condition builders: edges, condition dropout, losses, EMA weights in checkpoints, sampling."""
 
 import pytest
 import pytorch_lightning as pl
@@ -8,16 +8,20 @@ from torch.utils.data import DataLoader
 
 from callbacks.ema import DelayedEMA
 from lightning_modules.conditioning import drop_conditions, instance_edges, semantic_condition
-from lightning_modules.sdm import SDMLitModule
+from lightning_modules.base import SamplerSettings
+from lightning_modules.nets.sdm_unet import SDMUNetConfig
+from lightning_modules.sdm import ClassifierFreeGuidance, SDMLitModule
 
-TINY_NET = dict(
+TINY_NET = SDMUNetConfig(
     image_size=8, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-    num_head_channels=8, spade_hidden_channels=8, num_timesteps=50, sampling_steps=5,
+    num_head_channels=8, spade_hidden_channels=8,
 )  # fmt: skip
 
 
 def tiny_sdm(**overrides) -> SDMLitModule:
-    return SDMLitModule(**{"num_classes": 3, "instance_edges": True, **TINY_NET, **overrides})
+    defaults = {"num_classes": 3, "instance_edges": True, "network": TINY_NET, "num_timesteps": 50,
+                "sampling": SamplerSettings(steps=5)}
+    return SDMLitModule(**{**defaults, **overrides})
 
 
 def random_batches(count: int, batch_size: int = 4, size: int = 8, seed: int = 0) -> list[dict]:
@@ -86,7 +90,8 @@ def test_guided_generation_is_deterministic_and_in_range():
     module = tiny_sdm().eval()
     batch = random_batches(1)[0]
     samples = [
-        module.generate(batch["label"], batch["instance"], guidance_scale=1.5, generator=torch.Generator().manual_seed(3))
+        module.generate(batch["label"], batch["instance"], guidance=ClassifierFreeGuidance(1.5),
+                        generator=torch.Generator().manual_seed(3))
         for _ in range(2)
     ]
     assert samples[0].shape == (4, 3, 8, 8) and samples[0].abs().max() <= 1

@@ -25,7 +25,7 @@ from lightning_modules.diffusion.likelihoods import (
     normal_kl,
 )
 from lightning_modules.diffusion.losses import min_snr_weight, training_losses, variational_bound_term
-from lightning_modules.diffusion.samplers import SAMPLERS, SamplerStep, ddim, ddpm, dpmpp_2m
+from lightning_modules.diffusion.samplers import SAMPLERS, SamplerStep, StepCallback, ddim, ddpm, dpmpp_2m
 from lightning_modules.diffusion.schedule import DiffusionSchedule, beta_schedule, extract, space_timesteps
 from lightning_modules.diffusion.timesteps import LossSecondMomentSampler, TimestepSampler, UniformTimestepSampler
 
@@ -37,6 +37,7 @@ __all__ = [
     "LossSecondMomentSampler",
     "PosteriorPrediction",
     "SamplerStep",
+    "StepCallback",
     "TimestepSampler",
     "UniformTimestepSampler",
     "approx_standard_normal_cdf",

@@ -5,8 +5,9 @@ container) it stays out of the module tree, so Inception/LPIPS/segmenter weights
 wrapping or "-true" precision casts. Typical use::
 
     def on_test_start(self):
-        real_images = self.trainer.datamodule.image_fingerprint("test")  # what the real statistics describe
-        object.__setattr__(self, "metrics", EvaluationMetrics.from_config(self.evaluation, self.device, real_images))
+        real_images = asdict(self.trainer.datamodule.image_fingerprint("test"))  # what real statistics describe
+        metrics = EvaluationMetrics.from_config(self.evaluation, self.device, real_images, segmenter=None)
+        object.__setattr__(self, "metrics", metrics)
 
     def test_step(self, batch, batch_idx):
         fake = self.sample(batch)                          # [-1, 1]
@@ -24,14 +25,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import asdict
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from datamodules.image_sets import ImageSetFingerprint
 from lightning_modules.metrics.appearance import AppearanceTransfer
 from lightning_modules.metrics.config import EvaluationConfig, LPIPSConfig
 from lightning_modules.metrics.distributed import process_rank, rank_zero_choice, sum_over_ranks
@@ -48,12 +49,16 @@ class EvaluationMetrics:
     Args:
         config: Which metrics, which protocol, where the weights are.
         device: Where metric states and networks live (the LightningModule's device).
-        real_images: The images FID's real statistics describe (the DataModule gives it): part of the cache key,
-            and its count is how many real images make the statistics complete. Required with ``fid.stats_dir``.
+        real_images: What identifies the images FID's real statistics describe (the DataModule's fingerprint as
+            a mapping, with at least ``root`` and ``count``): part of the cache key, and ``count`` is how many real
+            images make the statistics complete. Required with ``fid.stats_dir``.
+        segmenter: The frozen segmentation network mIoU is measured with (required with ``miou``, e.g.
+            ``lightning_modules.segmenter.load_segmenter(config.miou.segmenter)``); it takes images in [-1, 1] and
+            has ``hparams.num_classes`` and ``hparams.ignore_index``.
     """
 
     def __init__(self, config: EvaluationConfig, device: torch.device | str = "cpu",
-                 real_images: ImageSetFingerprint | None = None) -> None:
+                 real_images: Mapping[str, Any] | None = None, segmenter: nn.Module | None = None) -> None:
         self.config = config
         self.device = torch.device(device)
         self.real_images = real_images
@@ -69,11 +74,11 @@ class EvaluationMetrics:
         if config.ssim is not None:
             self.ssim = MeanMetric().to(self.device)
             self.description["ssim"] = {"window": config.ssim.window, "resolution": config.ssim.resolution}
+        if (config.miou is None) != (segmenter is None):
+            raise ValueError("evaluation.miou needs the segmenter network (and only mIoU takes one): "
+                             f"miou is {config.miou}, segmenter is {type(segmenter).__name__}")
         if config.miou is not None:
-            # Imported here: the segmenter module itself imports this package (for weight resolution).
-            from lightning_modules.segmenter import load_segmenter
-
-            self.segmenter = load_segmenter(config.miou.segmenter).to(self.device)
+            self.segmenter = segmenter.to(self.device)
             hparams = self.segmenter.hparams
             self.miou = MulticlassJaccardIndex(hparams.num_classes, ignore_index=hparams.ignore_index,
                                                average="macro", validate_args=False).to(self.device)
@@ -85,11 +90,12 @@ class EvaluationMetrics:
 
     @classmethod
     def from_config(cls, config: EvaluationConfig | Mapping, device: torch.device | str = "cpu",
-                    real_images: ImageSetFingerprint | None = None) -> EvaluationMetrics:
+                    real_images: Mapping[str, Any] | None = None,
+                    segmenter: nn.Module | None = None) -> EvaluationMetrics:
         """Build from a config dataclass or a plain mapping (YAML block)."""
         if isinstance(config, Mapping):
             config = EvaluationConfig.from_dict(dict(config))
-        return cls(config, device, real_images)
+        return cls(config, device, real_images, segmenter)
 
     def _build_fid(self) -> None:
         cfg = self.config.fid
@@ -100,7 +106,7 @@ class EvaluationMetrics:
         fid, extractor = build_fid(cfg.extractor, cfg.antialias, self.config.weights_dir, self.config.offline,
                                      cfg.features)
         self.fid = fid.to(self.device)
-        images = None if self.real_images is None else asdict(self.real_images)
+        images = None if self.real_images is None else dict(self.real_images)
         self._real_stats_key = real_stats_key(cfg.dataset, cfg.split, cfg.resolution, cfg.resize, extractor, images)
         self._real_stats_path = None if cfg.stats_dir is None else real_stats_path(cfg.stats_dir,
                                                                                   self._real_stats_key)
@@ -148,11 +154,11 @@ class EvaluationMetrics:
         if not self.fid_needs_real:
             return
         fed = round(sum_over_ranks(self.fid.real_features_num_samples))
-        expected = None if self.real_images is None else self.real_images.count
+        expected = None if self.real_images is None else self.real_images["count"]
         if expected is not None and fed != expected:
             if process_rank() == 0:
                 warnings.warn(f"FID real statistics come from {fed} images, but the real image set under "
-                              f"{self.real_images.root} has {expected} (a partial run, e.g. limit_test_batches); "
+                              f"{self.real_images['root']} has {expected} (a partial run, e.g. limit_test_batches); "
                               "they are used for this run only and not cached.", stacklevel=2)
         elif self._real_stats_path is not None:
             save_real_stats(self.fid, self._real_stats_path, self._real_stats_key)

@@ -2,7 +2,7 @@
 
 A cache file is keyed by everything the statistics depend on: dataset, split, resolution, resize method, the
 feature extractor (name, weights file, its sha256, resize kernel) and the images themselves (data root, sha256 of
-the file list, count and the size they are loaded at; see :class:`datamodules.image_sets.ImageSetFingerprint`).
+the file list, count and the size they are loaded at; as the DataModules describe them).
 The key is stored inside the file and compared on load, so a file whose key does not match is never used, whatever
 its name.
 """
@@ -35,7 +35,7 @@ def real_stats_key(dataset: str, split: str, resolution: tuple[int, int] | None,
         resolution: ``(H, W)`` the images were resized to before the extractor, or None for native size.
         resize: Resize method name.
         extractor: The description returned by :func:`lightning_modules.metrics.fid.build_fid`.
-        images: The fields of the real images' :class:`~datamodules.image_sets.ImageSetFingerprint`.
+        images: What identifies the real images (a DataModule fingerprint: root, file list digest, count, size).
     """
     key = {"dataset": dataset, "split": split, "resolution": resolution, "resize": resize, "extractor": extractor,
            "images": None if images is None else dict(images)}

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000) -> Tensor:
@@ -31,6 +32,17 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000) -> Tensor
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+def run_block(block: nn.Module, *args: Tensor | None, checkpointed: bool) -> Tensor:
+    """``block(*args)``, recomputing its activations in the backward pass when ``checkpointed`` and gradients are on.
+
+    Gradient checkpointing trades compute for memory; it is non-reentrant, so ``None`` arguments, autocast and
+    parameters without input gradients work as in a plain call. Without gradients it is a plain call.
+    """
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False)
+    return block(*args)
 
 
 def run_in_float32(module: nn.Module, x: Tensor) -> Tensor:

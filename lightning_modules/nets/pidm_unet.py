@@ -11,15 +11,15 @@ time modulation or time embedding in H_E), so every parameter is trained by the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .blocks import ResBlock
 from .cross_attention import TextureCrossAttention
-from .layers import normalization, regroup_normalization, run_in_float32, timestep_embedding, zero_module
+from .layers import normalization, regroup_normalization, run_block, run_in_float32, timestep_embedding, zero_module
 
 
 class EncoderBlockSpec(NamedTuple):
@@ -46,12 +46,6 @@ def encoder_layout(model_channels: int, channel_mult: Sequence[int], num_res_blo
         if level != len(channel_mult) - 1:
             specs.append(EncoderBlockSpec(level + 1, ch, ch, "down", False))
     return specs
-
-
-def _run(enabled: bool, block: nn.Module, *args: Tensor | None) -> Tensor:
-    if enabled and torch.is_grad_enabled():
-        return checkpoint(block, *args, use_reentrant=False)
-    return block(*args)
 
 
 class TextureEncoder(nn.Module):
@@ -97,7 +91,7 @@ class TextureEncoder(nn.Module):
         h = self.input_conv(source)
         features = [h]
         for block in self.blocks:
-            h = _run(self.gradient_checkpointing, block, h)
+            h = run_block(block, h, checkpointed=self.gradient_checkpointing)
             features.append(h)
         return features if keep is None else [features[k] for k in keep]
 
@@ -138,6 +132,39 @@ class TexturedBlock(nn.Module):
         return h
 
 
+@dataclass(frozen=True)
+class PIDMUNetConfig:
+    """The architecture of a :class:`PIDMUNet`; the pose channels come from the data and the output channels from
+    the diffusion's variance.
+
+    Args:
+        image_channels: Channels of the target and source images.
+        model_channels: Base width; level ``i`` has width ``channel_mult[i] * model_channels``.
+        channel_mult: Width multiplier per resolution level (one down-sampling between consecutive levels).
+        num_res_blocks: ResBlocks per encoder level (the decoder has one more per level).
+        attention_resolutions: Feature resolutions (at ``image_size``) whose levels get TDBs.
+        image_size: Nominal training resolution, used only to place the TDBs.
+        embed_channels: Width of the timestep embedding MLP.
+        dropout: Dropout probability inside all ResBlocks (noise predictor and texture encoder).
+        num_heads: Heads of every TDB (the official model uses 1).
+        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
+        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups, which
+            at 32 channels normalise each channel alone and hide per-image mean colours; 4 suits small networks).
+    """
+
+    image_channels: int = 3
+    model_channels: int = 128
+    channel_mult: tuple[float, ...] = (1, 1, 2, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (32, 16, 8)
+    image_size: int = 256
+    embed_channels: int = 512
+    dropout: float = 0.0
+    num_heads: int = 1
+    gradient_checkpointing: bool = False
+    norm_channels_per_group: int | None = None
+
+
 class PIDMUNet(nn.Module):
     """PIDM noise predictor H_N with its texture encoder H_E: predicts ``[ε | v]`` of the noisy target.
 
@@ -148,96 +175,73 @@ class PIDMUNet(nn.Module):
 
     Args:
         pose_channels: Channels of the pose tensor (20 for the official skeleton + limb-distance encoding).
-        image_channels: Channels of the target and source images.
-        model_channels: Base width; level ``i`` has width ``channel_mult[i] * model_channels``.
-        channel_mult: Width multiplier per resolution level (one down-sampling between consecutive levels).
-        num_res_blocks: ResBlocks per encoder level (the decoder has one more per level).
-        attention_resolutions: Feature resolutions (at ``image_size``) whose levels get TDBs.
-        image_size: Nominal training resolution, used only to place the TDBs.
-        embed_channels: Width of the timestep embedding MLP.
-        dropout: Dropout probability inside all ResBlocks (noise predictor and texture encoder).
+        config: The architecture.
         learn_sigma: Predict the variance interpolant v too (output ``2 * image_channels`` channels).
-        num_heads: Heads of every TDB (the official model uses 1).
-        gradient_checkpointing: Recompute block activations in the backward pass to save memory.
-        norm_channels_per_group: Channels per GroupNorm group (None: the official ``min(32, C)`` groups, which
-            at 32 channels normalise each channel alone and hide per-image mean colours; 4 suits small networks).
     """
 
     def __init__(
-        self,
-        pose_channels: int = 20,
-        image_channels: int = 3,
-        model_channels: int = 128,
-        channel_mult: Sequence[int] = (1, 1, 2, 2, 4, 4),
-        num_res_blocks: int = 2,
-        attention_resolutions: Sequence[int] = (32, 16, 8),
-        image_size: int = 256,
-        embed_channels: int = 512,
-        dropout: float = 0.0,
-        learn_sigma: bool = True,
-        num_heads: int = 1,
-        gradient_checkpointing: bool = False,
-        norm_channels_per_group: int | None = None,
+        self, pose_channels: int = 20, config: PIDMUNetConfig = PIDMUNetConfig(), learn_sigma: bool = True
     ) -> None:
         super().__init__()
-        layout = encoder_layout(model_channels, channel_mult, num_res_blocks)
-        self.num_levels = len(channel_mult)
-        self.in_channels = image_channels + pose_channels
-        self.model_channels = model_channels
-        self.gradient_checkpointing = gradient_checkpointing
-        if image_size % 2 ** (self.num_levels - 1):
-            raise ValueError(f"image_size {image_size} is not divisible by 2^{self.num_levels - 1}")
-        resolutions = [image_size // 2**level for level in range(self.num_levels)]
-        unknown = sorted(set(attention_resolutions) - set(resolutions))
+        self.config = config
+        layout = encoder_layout(config.model_channels, config.channel_mult, config.num_res_blocks)
+        self.num_levels = len(config.channel_mult)
+        self.in_channels = config.image_channels + pose_channels
+        self.model_channels = config.model_channels
+        self.gradient_checkpointing = config.gradient_checkpointing
+        if config.image_size % 2 ** (self.num_levels - 1):
+            raise ValueError(f"image_size {config.image_size} is not divisible by 2^{self.num_levels - 1}")
+        resolutions = [config.image_size // 2**level for level in range(self.num_levels)]
+        unknown = sorted(set(config.attention_resolutions) - set(resolutions))
         if unknown:
             raise ValueError(
                 f"attention_resolutions {unknown} match no level; the levels have resolutions {resolutions}"
             )
-        tdb_levels = {level for level, r in enumerate(resolutions) if r in attention_resolutions}
-        widths = [int(m * model_channels) for m in channel_mult]
+        tdb_levels = {level for level, r in enumerate(resolutions) if r in config.attention_resolutions}
+        widths = [int(m * config.model_channels) for m in config.channel_mult]
 
         def block(res: ResBlock, texture_index: int | None, tail: ResBlock | None = None) -> TexturedBlock:
             channels = res.out_conv.out_channels
-            attn = None if texture_index is None else TextureCrossAttention(channels, num_heads)
+            attn = None if texture_index is None else TextureCrossAttention(channels, config.num_heads)
             return TexturedBlock(res, attn, texture_index, tail)
 
         self.texture_encoder = TextureEncoder(
-            image_channels, model_channels, channel_mult, num_res_blocks, dropout, gradient_checkpointing
-        )
-        self.time_embed = nn.Sequential(
-            nn.Linear(model_channels, embed_channels), nn.SiLU(), nn.Linear(embed_channels, embed_channels)
-        )
+            config.image_channels, config.model_channels, config.channel_mult, config.num_res_blocks, config.dropout,
+            config.gradient_checkpointing,
+        )  # fmt: skip
+        embed = config.embed_channels
+        self.time_embed = nn.Sequential(nn.Linear(config.model_channels, embed), nn.SiLU(), nn.Linear(embed, embed))
         self.input_conv = nn.Conv2d(self.in_channels, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList()
         for k, spec in enumerate(layout, start=1):
-            res = ResBlock(spec.in_channels, spec.out_channels, embed_channels, dropout=dropout, resample=spec.resample)
+            res = ResBlock(spec.in_channels, spec.out_channels, embed, dropout=config.dropout, resample=spec.resample)
             self.encoder.append(block(res, k if spec.last_of_level and spec.level in tdb_levels else None))
 
         num_features = len(layout) + 1
         ch = widths[-1]
         self.middle = block(
-            ResBlock(ch, ch, embed_channels, dropout=dropout),
+            ResBlock(ch, ch, embed, dropout=config.dropout),
             num_features - 1,
-            ResBlock(ch, ch, embed_channels, dropout=dropout),
+            ResBlock(ch, ch, embed, dropout=config.dropout),
         )
 
         self.decoder = nn.ModuleList()
         skip_widths = self.texture_encoder.feature_channels.copy()
         for level in reversed(range(self.num_levels)):
-            for i in range(num_res_blocks + 1):
+            for i in range(config.num_res_blocks + 1):
                 j = len(self.decoder)
-                res = ResBlock(ch + skip_widths.pop(), widths[level], embed_channels, dropout=dropout)
+                res = ResBlock(ch + skip_widths.pop(), widths[level], embed, dropout=config.dropout)
                 ch = widths[level]
                 tail = None
-                if level and i == num_res_blocks:
-                    tail = ResBlock(ch, ch, embed_channels, dropout=dropout, resample="up")
-                tdb = level in tdb_levels and i == num_res_blocks - 1
+                if level and i == config.num_res_blocks:
+                    tail = ResBlock(ch, ch, embed, dropout=config.dropout, resample="up")
+                tdb = level in tdb_levels and i == config.num_res_blocks - 1
                 self.decoder.append(block(res, num_features - 1 - j if tdb else None, tail))
 
-        out_channels = 2 * image_channels if learn_sigma else image_channels
+        out_channels = 2 * config.image_channels if learn_sigma else config.image_channels
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
-        if norm_channels_per_group is not None:
-            regroup_normalization(self, norm_channels_per_group)
+        if config.norm_channels_per_group is not None:
+            regroup_normalization(self, config.norm_channels_per_group)
 
         stages = [*self.encoder, self.middle, *self.decoder]
         # Only the encoder features some TDB reads are kept (and cached by samplers), in ascending block order.
@@ -297,7 +301,7 @@ class PIDMUNet(nn.Module):
 
         def run(block: TexturedBlock, h: Tensor) -> Tensor:
             feature = None if block.texture_index is None else features[block.texture_index]
-            return _run(self.gradient_checkpointing, block, h, emb, feature)
+            return run_block(block, h, emb, feature, checkpointed=self.gradient_checkpointing)
 
         emb = self.time_embed(timestep_embedding(t, self.model_channels))
         h = self.input_conv(x)

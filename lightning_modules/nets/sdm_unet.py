@@ -8,16 +8,15 @@ official SDM code (``guided_diffusion/unet.py``), so official checkpoints map on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .attention import SelfAttention2d
 from .blocks import ResBlock
-from .layers import normalization, regroup_normalization, run_in_float32, timestep_embedding, zero_module
+from .layers import normalization, regroup_normalization, run_block, run_in_float32, timestep_embedding, zero_module
 from .spade import SPADEResBlock
 
 
@@ -114,23 +113,23 @@ class DecoderBlock(nn.Module):
         return h
 
 
-class SDMUNet(nn.Module):
-    """Semantic-diffusion UNet (SDM): ε and variance prediction conditioned on timestep and label map.
+@dataclass(frozen=True)
+class SDMUNetConfig:
+    """The architecture of an :class:`SDMUNet`; the label channels come from the data and the output channels from
+    the diffusion's variance.
 
     Args:
-        label_channels: Channels of the label tensor ``y`` (classes, plus 1 when an instance-edge channel is used).
         image_channels: Channels of the noisy image.
         model_channels: Base width; level ``i`` has width ``channel_mult[i] * model_channels``.
         channel_mult: Width multiplier per resolution level (one down-sampling between consecutive levels).
         num_res_blocks: Residual blocks per encoder level (the decoder has one more per level).
         attention_resolutions: Feature resolutions with self-attention, converted to downsample factors
             ``image_size // r`` (so placement depends on ``image_size``, not on the actual input size).
-        image_size: Nominal training resolution used only to place attention.
+        image_size: Nominal training resolution, used only to place attention.
         num_heads: Heads per attention block in the encoder and middle (used when ``num_head_channels`` is -1).
         num_head_channels: Width per head; -1 to use head counts instead.
         num_heads_upsample: Heads in decoder attention when ``num_head_channels`` is -1 (-1: same as ``num_heads``).
         dropout: Dropout probability inside residual blocks.
-        learn_sigma: Predict the variance interpolant too (output ``2 * image_channels`` channels).
         resblock_updown: Down/up-sample with residual blocks (parameter-free resampling inside) instead of a
             strided conv / nearest + conv.
         spade_hidden_channels: Hidden width of every SPADE modulation network.
@@ -139,98 +138,104 @@ class SDMUNet(nn.Module):
             at 32 channels normalise each channel alone and hide per-image mean colours; 4 suits small networks).
     """
 
+    image_channels: int = 3
+    model_channels: int = 256
+    channel_mult: tuple[float, ...] = (1, 1, 2, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (32, 16, 8)
+    image_size: int = 256
+    num_heads: int = 4
+    num_head_channels: int = 64
+    num_heads_upsample: int = -1
+    dropout: float = 0.0
+    resblock_updown: bool = True
+    spade_hidden_channels: int = 128
+    gradient_checkpointing: bool = False
+    norm_channels_per_group: int | None = None
+
+
+class SDMUNet(nn.Module):
+    """Semantic-diffusion UNet (SDM): ε and variance prediction conditioned on timestep and label map.
+
+    Args:
+        label_channels: Channels of the label tensor ``y`` (classes, plus 1 when an instance-edge channel is used;
+            see :func:`lightning_modules.conditioning.condition_channels`).
+        config: The architecture.
+        learn_sigma: Predict the variance interpolant too (output ``2 * image_channels`` channels).
+    """
+
     def __init__(
-        self,
-        label_channels: int,
-        image_channels: int = 3,
-        model_channels: int = 256,
-        channel_mult: Sequence[float] = (1, 1, 2, 2, 4, 4),
-        num_res_blocks: int = 2,
-        attention_resolutions: Sequence[int] = (32, 16, 8),
-        image_size: int = 256,
-        num_heads: int = 4,
-        num_head_channels: int = 64,
-        num_heads_upsample: int = -1,
-        dropout: float = 0.0,
-        learn_sigma: bool = True,
-        resblock_updown: bool = True,
-        spade_hidden_channels: int = 128,
-        gradient_checkpointing: bool = False,
-        norm_channels_per_group: int | None = None,
+        self, label_channels: int, config: SDMUNetConfig = SDMUNetConfig(), learn_sigma: bool = True
     ) -> None:
         super().__init__()
-        if not channel_mult:
+        self.config = config
+        if not config.channel_mult:
             raise ValueError("channel_mult must name at least one level")
         self.label_channels = label_channels
-        self.model_channels = model_channels
-        self.num_levels = len(channel_mult)
-        self.gradient_checkpointing = gradient_checkpointing
-        attention_factors = {image_size // r for r in attention_resolutions}
-        emb_channels = 4 * model_channels
-        widths = [int(m * model_channels) for m in channel_mult]
-        num_heads_upsample = num_heads if num_heads_upsample == -1 else num_heads_upsample
+        self.model_channels = config.model_channels
+        self.num_levels = len(config.channel_mult)
+        self.gradient_checkpointing = config.gradient_checkpointing
+        attention_factors = {config.image_size // r for r in config.attention_resolutions}
+        emb_channels = 4 * config.model_channels
+        widths = [int(m * config.model_channels) for m in config.channel_mult]
+        decoder_heads = config.num_heads if config.num_heads_upsample == -1 else config.num_heads_upsample
 
         def attention(channels: int, heads: int) -> SelfAttention2d:
-            if num_head_channels == -1:
+            if config.num_head_channels == -1:
                 return SelfAttention2d(channels, num_heads=heads)
-            return SelfAttention2d(channels, head_channels=num_head_channels)
+            return SelfAttention2d(channels, head_channels=config.num_head_channels)
 
         def spade_block(cin: int, cout: int, resample: str = "none") -> SPADEResBlock:
             return SPADEResBlock(
                 cin, cout, emb_channels, label_channels,
-                dropout=dropout, resample=resample, spade_hidden_channels=spade_hidden_channels,
+                dropout=config.dropout, resample=resample, spade_hidden_channels=config.spade_hidden_channels,
             )  # fmt: skip
 
         self.time_embed = nn.Sequential(
-            nn.Linear(model_channels, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels)
+            nn.Linear(config.model_channels, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels)
         )
-        self.input_conv = nn.Conv2d(image_channels, widths[0], 3, padding=1)
+        self.input_conv = nn.Conv2d(config.image_channels, widths[0], 3, padding=1)
 
         self.encoder = nn.ModuleList()
         skip_widths = [widths[0]]
         ch, factor = widths[0], 1
         for level, width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                res = ResBlock(ch, width, emb_channels, dropout=dropout)
+            for _ in range(config.num_res_blocks):
+                res = ResBlock(ch, width, emb_channels, dropout=config.dropout)
                 ch = width
-                attn = attention(ch, num_heads) if factor in attention_factors else None
+                attn = attention(ch, config.num_heads) if factor in attention_factors else None
                 self.encoder.append(EncoderBlock(res, attn))
                 skip_widths.append(ch)
             if level != self.num_levels - 1:
                 down = (
-                    ResBlock(ch, ch, emb_channels, dropout=dropout, resample="down")
-                    if resblock_updown
+                    ResBlock(ch, ch, emb_channels, dropout=config.dropout, resample="down")
+                    if config.resblock_updown
                     else Downsample(ch)
                 )
                 self.encoder.append(EncoderBlock(down))
                 skip_widths.append(ch)
                 factor *= 2
 
-        self.middle = MiddleBlock(spade_block(ch, ch), attention(ch, num_heads), spade_block(ch, ch))
+        self.middle = MiddleBlock(spade_block(ch, ch), attention(ch, config.num_heads), spade_block(ch, ch))
 
         self.decoder = nn.ModuleList()
         for level in reversed(range(self.num_levels)):
-            for i in range(num_res_blocks + 1):
+            for i in range(config.num_res_blocks + 1):
                 res = spade_block(ch + skip_widths.pop(), widths[level])
                 ch = widths[level]
-                attn = attention(ch, num_heads_upsample) if factor in attention_factors else None
+                attn = attention(ch, decoder_heads) if factor in attention_factors else None
                 upsample = None
-                if level and i == num_res_blocks:
-                    upsample = spade_block(ch, ch, "up") if resblock_updown else Upsample(ch)
+                if level and i == config.num_res_blocks:
+                    upsample = spade_block(ch, ch, "up") if config.resblock_updown else Upsample(ch)
                     factor //= 2
                 self.decoder.append(DecoderBlock(res, attn, upsample))
 
-        out_channels = 2 * image_channels if learn_sigma else image_channels
+        out_channels = 2 * config.image_channels if learn_sigma else config.image_channels
         self.out = nn.Sequential(
             normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
         )
-        if norm_channels_per_group is not None:
-            regroup_normalization(self, norm_channels_per_group)
-
-    def _run(self, block: nn.Module, *args: Tensor) -> Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        if config.norm_channels_per_group is not None:
+            regroup_normalization(self, config.norm_channels_per_group)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """Predict ``[ε | v]`` (or ``ε``) for noisy images.
@@ -254,9 +259,9 @@ class SDMUNet(nn.Module):
         h = self.input_conv(x)
         skips = [h]
         for block in self.encoder:
-            h = self._run(block, h, emb)
+            h = run_block(block, h, emb, checkpointed=self.gradient_checkpointing)
             skips.append(h)
-        h = self._run(self.middle, h, emb, y)
+        h = run_block(self.middle, h, emb, y, checkpointed=self.gradient_checkpointing)
         for block in self.decoder:
-            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, y)
+            h = run_block(block, torch.cat([h, skips.pop()], dim=1), emb, y, checkpointed=self.gradient_checkpointing)
         return run_in_float32(self.out, h)

@@ -25,6 +25,7 @@ or unexpected key, or a shape that differs from the one the config implies, is a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -32,18 +33,11 @@ from torch import Tensor
 
 from lightning_modules.nets.blocks import ResBlock
 from lightning_modules.nets.cross_attention import TextureCrossAttention
-from lightning_modules.nets.pidm_unet import PIDMUNet
+from lightning_modules.nets.pidm_unet import PIDMUNet, PIDMUNetConfig
+from lightning_modules.official.flags import RESBLOCK_KEYS, flag_bool, official_variance
 
 # The texture encoder always sees a 3-channel source image in the official model (its in_channels is reset to 3).
 IMAGE_CHANNELS = 3
-_RESBLOCK_LEAVES = {
-    "in_norm": "in_layers.0",
-    "in_conv": "in_layers.2",
-    "emb_proj": "emb_layers.1",
-    "out_norm": "out_layers.0",
-    "out_conv": "out_layers.3",
-    "skip": "skip_connection",
-}
 _TDB_LEAVES = {"norm": "norm", "to_q": "to_q", "to_kv": "to_kv", "proj_out": "proj_out2"}
 _PLAIN_MODULES = {
     "time_embed": "time_embed.time_embed",
@@ -93,7 +87,8 @@ def _check_heads(config: Mapping[str, Any], tdb_widths: set[int]) -> int:
 
 
 def pidm_hparams_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``PIDMUNet`` keyword arguments for an official PIDM model config (official field names).
+    """``PIDMUNet`` keyword arguments (``pose_channels``, the ``config`` and ``learn_sigma``) for an official PIDM
+    model config (official field names).
 
     ``attention_resolutions`` entries that match no level are dropped, as the official code ignores them. The
     ``enc_*`` fields, checkpointing flags, ``conv_resample`` and ``resnet_use_zero_module`` do not change the
@@ -126,18 +121,35 @@ def pidm_hparams_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     attention_resolutions = [r for r in _field(config, "attention_resolutions") if r in resolutions]
     widths = [int(m * model_channels) for m in channel_mult]
     tdb_widths = {widths[-1]} | {w for w, r in zip(widths, resolutions) if r in attention_resolutions}
+    network = PIDMUNetConfig(
+        image_channels=IMAGE_CHANNELS,
+        model_channels=model_channels,
+        channel_mult=tuple(channel_mult),
+        num_res_blocks=num_res_blocks,
+        attention_resolutions=tuple(attention_resolutions),
+        image_size=image_size,
+        embed_channels=int(_field(config, "embed_channels")),
+        dropout=float(_field(config, "dropout")),
+        num_heads=_check_heads(config, tdb_widths),
+    )
+    return {"pose_channels": in_channels - IMAGE_CHANNELS, "config": network,
+            "learn_sigma": out_channels == 2 * IMAGE_CHANNELS}
+
+
+def pidm_module_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~lightning_modules.pidm.PIDMLitModule` arguments (plain values) equivalent to an official PIDM
+    config, sampling as the official code (``utils/gen.py``): DDIM over 100 steps, style-only guidance with scale 2,
+    x̂0 not clipped; the official linear 1000-step schedule, and guided-diffusion's fixed variance without
+    ``learn_sigma``."""
+    net = pidm_hparams_from_config(config)
     return {
-        "pose_channels": in_channels - IMAGE_CHANNELS,
-        "image_channels": IMAGE_CHANNELS,
-        "model_channels": model_channels,
-        "channel_mult": channel_mult,
-        "num_res_blocks": num_res_blocks,
-        "attention_resolutions": attention_resolutions,
-        "image_size": image_size,
-        "embed_channels": int(_field(config, "embed_channels")),
-        "dropout": float(_field(config, "dropout")),
-        "learn_sigma": out_channels == 2 * IMAGE_CHANNELS,
-        "num_heads": _check_heads(config, tdb_widths),
+        "pose_channels": net["pose_channels"],
+        "network": asdict(net["config"]),
+        "variance": official_variance(net["learn_sigma"]),
+        "condition_dropout": "style_only",
+        "sampling": {"sampler": "ddim", "steps": 100},
+        "guidance": {"form": "style_only", "scale": 2.0},
+        "clip_x0": False,
     }
 
 
@@ -162,7 +174,7 @@ def official_key_map(model: PIDMUNet) -> dict[str, str]:
     mapping = {}
     for name, module in model.named_modules():
         if isinstance(module, ResBlock):
-            leaves = _RESBLOCK_LEAVES
+            leaves = RESBLOCK_KEYS
         elif isinstance(module, TextureCrossAttention):
             leaves = _TDB_LEAVES
         elif name in _PLAIN_MODULES:
@@ -226,7 +238,7 @@ def load_official_pidm(state_dict: Mapping[str, Tensor], config: Mapping[str, An
     model = PIDMUNet(**pidm_hparams_from_config(config))
     ours = model.state_dict()
     mapping = official_key_map(model)
-    unused = official_unused_shapes(model, bool(_field(config, "resnet_two_cond", False)))
+    unused = official_unused_shapes(model, flag_bool(config, "resnet_two_cond", False))
     missing = (set(mapping.values()) | set(unused)) - set(state_dict)
     if missing:
         raise ValueError(f"official PIDM state dict is missing keys: {_describe(missing)}")

@@ -37,13 +37,16 @@ the 3C output channels per head as ``[q_h | k_h | v_h]``; ours is ``[q | k | v]`
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
 from lightning_modules.nets.attention import SelfAttention2d
 from lightning_modules.nets.blocks import ResBlock
-from lightning_modules.nets.sdm_unet import Downsample, SDMUNet
+from lightning_modules.conditioning import condition_channels
+from lightning_modules.nets.sdm_unet import Downsample, SDMUNet, SDMUNetConfig
+from lightning_modules.official.flags import RESBLOCK_KEYS, flag_bool, number_list, official_variance
 from lightning_modules.nets.spade import SPADEResBlock
 
 # Automatic channel_mult of the official script_util for an empty ``channel_mult`` flag.
@@ -71,14 +74,6 @@ FLAG_DEFAULTS: dict[str, Any] = {
 REQUIRED_FLAGS = ("image_size", "num_channels", "num_res_blocks", "num_classes")
 NESTED_STATE_DICT_KEYS = ("state_dict", "model", "ema")
 
-_RESBLOCK_NAMES = {
-    "in_norm": "in_layers.0",
-    "in_conv": "in_layers.2",
-    "emb_proj": "emb_layers.1",
-    "out_norm": "out_layers.0",
-    "out_conv": "out_layers.3",
-    "skip": "skip_connection",
-}
 _SPADE_RESBLOCK_NAMES = {
     "in_conv": "in_layers.1",
     "emb_proj": "emb_layers.1",
@@ -91,7 +86,7 @@ _SPADE_RESBLOCK_NAMES = {
     },
 }
 _SUBMODULE_NAMES: dict[type, dict[str, str]] = {
-    ResBlock: _RESBLOCK_NAMES,
+    ResBlock: RESBLOCK_KEYS,
     SPADEResBlock: _SPADE_RESBLOCK_NAMES,
     Downsample: {"conv": "op"},
 }
@@ -105,27 +100,9 @@ class ParameterName(NamedTuple):
     qkv_heads: int | None
 
 
-def _flag_bool(flags: Mapping[str, Any], name: str) -> bool:
-    value = flags[name]
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false"):
-            raise ValueError(f"flag {name!r} must be a boolean, got {value!r}")
-        return value.lower() == "true"
-    return bool(value)
-
-
-def _number_list(flags: Mapping[str, Any], name: str) -> tuple[float, ...]:
-    value = flags[name]
-    if isinstance(value, str):
-        try:
-            return tuple(float(v) if "." in v else int(v) for v in value.split(",") if v.strip())
-        except ValueError as error:
-            raise ValueError(f"flag {name!r} must be a comma-separated list of numbers, got {value!r}") from error
-    return tuple(value)
-
-
 def sdm_hparams_from_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
-    """Translate official SDM script flags into :class:`SDMUNet` keyword arguments.
+    """Translate official SDM script flags into :class:`SDMUNet` keyword arguments (``label_channels``, the
+    ``config`` and ``learn_sigma``).
 
     Args:
         flags: Official flag names and values (e.g. ``image_size``, ``num_channels``, ``channel_mult`` ("" for the
@@ -142,12 +119,12 @@ def sdm_hparams_from_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise KeyError(f"official SDM flags are missing {missing}")
     flags = {**FLAG_DEFAULTS, **flags}
-    if not _flag_bool(flags, "use_scale_shift_norm"):
+    if not flag_bool(flags, "use_scale_shift_norm"):
         raise NotImplementedError("use_scale_shift_norm=False is not supported; SDM models use True")
-    if "class_cond" in flags and not _flag_bool(flags, "class_cond"):
+    if "class_cond" in flags and not flag_bool(flags, "class_cond"):
         raise ValueError("class_cond=False builds no label input, which SDM's SPADE blocks require")
     image_size = int(flags["image_size"])
-    channel_mult = _number_list(flags, "channel_mult")
+    channel_mult = number_list(flags, "channel_mult")
     if not channel_mult:
         if image_size not in AUTO_CHANNEL_MULT:
             raise ValueError(
@@ -155,20 +132,39 @@ def sdm_hparams_from_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
                 f"(automatic sizes: {sorted(AUTO_CHANNEL_MULT)})"
             )
         channel_mult = AUTO_CHANNEL_MULT[image_size]
+    config = SDMUNetConfig(
+        image_channels=3,
+        model_channels=int(flags["num_channels"]),
+        channel_mult=channel_mult,
+        num_res_blocks=int(flags["num_res_blocks"]),
+        attention_resolutions=tuple(int(r) for r in number_list(flags, "attention_resolutions")),
+        image_size=image_size,
+        num_heads=int(flags["num_heads"]),
+        num_head_channels=int(flags["num_head_channels"]),
+        num_heads_upsample=int(flags["num_heads_upsample"]),
+        dropout=float(flags["dropout"]),
+        resblock_updown=flag_bool(flags, "resblock_updown"),
+    )
+    label_channels = condition_channels(int(flags["num_classes"]), not flag_bool(flags, "no_instance"))
+    return {"label_channels": label_channels, "config": config, "learn_sigma": flag_bool(flags, "learn_sigma")}
+
+
+def sdm_module_hparams(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~lightning_modules.sdm.SDMLitModule` arguments (plain values) equivalent to official SDM flags,
+    sampling as the official scripts: ancestral DDPM over every step, guidance scale 1.5, x̂0 clipped."""
+    net = sdm_hparams_from_flags(flags)
+    flags = {**FLAG_DEFAULTS, **flags}
+    steps = int(flags.get("diffusion_steps", 1000))
     return {
-        "label_channels": int(flags["num_classes"]) + (0 if _flag_bool(flags, "no_instance") else 1),
-        "image_channels": 3,
-        "model_channels": int(flags["num_channels"]),
-        "channel_mult": channel_mult,
-        "num_res_blocks": int(flags["num_res_blocks"]),
-        "attention_resolutions": tuple(int(r) for r in _number_list(flags, "attention_resolutions")),
-        "image_size": image_size,
-        "num_heads": int(flags["num_heads"]),
-        "num_head_channels": int(flags["num_head_channels"]),
-        "num_heads_upsample": int(flags["num_heads_upsample"]),
-        "dropout": float(flags["dropout"]),
-        "learn_sigma": _flag_bool(flags, "learn_sigma"),
-        "resblock_updown": _flag_bool(flags, "resblock_updown"),
+        "num_classes": int(flags["num_classes"]),
+        "instance_edges": not flag_bool(flags, "no_instance"),
+        "network": asdict(net["config"]),
+        "noise_schedule": str(flags.get("noise_schedule", "linear")),
+        "num_timesteps": steps,
+        "variance": official_variance(net["learn_sigma"], flag_bool(flags, "sigma_small", False)),
+        "sampling": {"sampler": "ddpm", "steps": steps},
+        "guidance": {"scale": 1.5},
+        "clip_x0": True,
     }
 
 
@@ -257,7 +253,7 @@ def load_official_sdm(state_dict: Mapping[str, Any], flags: Mapping[str, Any]) -
     """
     state_dict = _unwrap_state_dict(state_dict)
     net = SDMUNet(**sdm_hparams_from_flags(flags))
-    legacy_qkv = not _flag_bool({**FLAG_DEFAULTS, **flags}, "use_new_attention_order")
+    legacy_qkv = not flag_bool({**FLAG_DEFAULTS, **flags}, "use_new_attention_order")
     names = official_parameter_names(net)
     expected = {name.official for name in names}
     missing = [name.official for name in names if name.official not in state_dict]

@@ -19,8 +19,9 @@ def fid_config(stats_dir=None, split="val"):
                     "features": 64}}
 
 
-def real_images(count=3, root="/data/shapes", size=(32, 32)) -> ImageSetFingerprint:
-    return ImageSetFingerprint.of_files(root, [f"{root}/test/{index}.png" for index in range(count)], size)
+def real_images(count=3, root="/data/shapes", size=(32, 32)) -> dict:
+    """A DataModule's fingerprint of ``count`` images, as the test loop hands it to the metrics."""
+    return asdict(ImageSetFingerprint.of_files(root, [f"{root}/test/{index}.png" for index in range(count)], size))
 
 
 @pytest.mark.slow
@@ -52,7 +53,7 @@ def test_real_statistics_cache_is_reused_and_keyed(weights_dir, make_images, tmp
     second.update_fid(fake, real=make_images(3, seed=3))  # must not be encoded: statistics come from the cache
     assert second.fid.real_features_num_samples.item() == 3
     torch.testing.assert_close(second.compute()["fid"], expected)
-    assert second.description["fid"]["images"] == json_normalised(asdict(real_images()))
+    assert second.description["fid"]["images"] == json_normalised(real_images())
 
     other_split = EvaluationMetrics.from_config(fid_config(str(tmp_path), split="train"), real_images=real_images())
     assert other_split.fid_needs_real
@@ -108,7 +109,7 @@ def test_counts_of_lpips_and_ssim_are_the_values_averaged(weights_dir, make_imag
 def test_cache_file_with_foreign_key_is_not_used(weights_dir, tmp_path):
     metrics = EvaluationMetrics.from_config(fid_config(str(tmp_path)), real_images=real_images())
     path = metrics._real_stats_path
-    foreign = real_stats_key("shapes", "test", [32, 32], "bilinear", {"extractor": "other"}, asdict(real_images()))
+    foreign = real_stats_key("shapes", "test", [32, 32], "bilinear", {"extractor": "other"}, real_images())
     states = {name: torch.ones_like(getattr(metrics.fid, name)) for name in
               ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")}
     torch.save({"key": foreign, **states}, path)
@@ -120,7 +121,7 @@ def test_cache_file_with_foreign_key_is_not_used(weights_dir, tmp_path):
 
 def test_cache_file_names_differ_per_key(tmp_path):
     extractor = {"extractor": "tf_inception", "sha256": "ab"}
-    images = asdict(real_images())
+    images = real_images()
     paths = {real_stats_path(tmp_path, real_stats_key("ade20k", split, [256, 256], "bilinear", extractor, images))
              for split in ("val", "train")}
     assert len(paths) == 2
@@ -131,14 +132,15 @@ def test_cache_keys_differ_per_root_file_list_count_and_size(tmp_path):
     variants = [
         real_images(),
         real_images(root="/other/copy/of/shapes"),
-        ImageSetFingerprint.of_files("/data/shapes", [f"/data/shapes/test/{i}.png" for i in (0, 1, 5)], (32, 32)),
+        asdict(ImageSetFingerprint.of_files("/data/shapes", [f"/data/shapes/test/{i}.png" for i in (0, 1, 5)],
+                                            (32, 32))),
         real_images(count=2),  # e.g. a tree generated with fewer test images
         real_images(size=(16, 16)),  # the same files served at another size
     ]
-    keys = [real_stats_key("shapes", "test", None, "bilinear", extractor, asdict(v)) for v in variants]
+    keys = [real_stats_key("shapes", "test", None, "bilinear", extractor, v) for v in variants]
     assert len({real_stats_path(tmp_path, key) for key in keys}) == len(variants)
-    assert real_images().files_sha256 == real_images(root="/other/copy/of/shapes").files_sha256  # relative paths
-    assert real_images(count=2).count == 2
+    assert real_images()["files_sha256"] == real_images(root="/other/copy/of/shapes")["files_sha256"]  # relative
+    assert real_images(count=2)["count"] == 2
 
 
 def test_to_uint8_rounds_like_png():

@@ -5,7 +5,7 @@ from skimage.metrics import structural_similarity
 
 from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.metrics.ssim import cropped_ssim
-from lightning_modules.segmenter import SegmenterLitModule
+from lightning_modules.segmenter import SegmenterLitModule, load_segmenter
 
 
 def test_cropped_ssim_equals_skimage_win51(make_images):
@@ -42,7 +42,8 @@ def miou_metrics(tmp_path):
                                    model_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
     path = tmp_path / "segmenter.ckpt"
     torch.save({"state_dict": segmenter.state_dict(), "hyper_parameters": dict(segmenter.hparams)}, path)
-    metrics = EvaluationMetrics.from_config({"fid": None, "miou": {"segmenter": str(path)}})
+    metrics = EvaluationMetrics.from_config({"fid": None, "miou": {"segmenter": str(path)}},
+                                            segmenter=load_segmenter(str(path)))
     assert metrics.miou.num_classes == 3 and metrics.miou.ignore_index == 255
     return metrics
 

@@ -12,6 +12,7 @@ from lightning_modules.nets.layers import (
     GroupNorm32,
     normalization,
     regroup_normalization,
+    run_block,
     timestep_embedding,
     zero_module,
 )
@@ -158,3 +159,37 @@ def test_regrouping_reaches_spade_and_rejects_widths_it_does_not_divide():
     assert module["plain"].num_groups == module["spade"].num_groups == 8
     with pytest.raises(ValueError, match="plain: 64 channels cannot form groups of 24"):
         regroup_normalization(module, 24)
+
+
+class _CountingBlock(torch.nn.Module):
+    """A linear map plus a nonlinearity that counts its forward calls and takes an optional second input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        self.calls += 1
+        return torch.tanh(self.linear(x) + (0 if shift is None else shift))
+
+
+@pytest.mark.parametrize("shift", [None, torch.ones(4)])
+def test_run_block_checkpointed_recomputes_in_backward_with_the_same_gradients(shift):
+    x = torch.randn(3, 4)
+    plain, checkpointed = _CountingBlock(), _CountingBlock()
+    checkpointed.load_state_dict(plain.state_dict())
+    expected = run_block(plain, x, shift, checkpointed=False)
+    expected.sum().backward()
+    out = run_block(checkpointed, x, shift, checkpointed=True)
+    out.sum().backward()
+    assert torch.equal(out, expected)
+    assert torch.equal(checkpointed.linear.weight.grad, plain.linear.weight.grad)
+    assert (plain.calls, checkpointed.calls) == (1, 2)  # the forward ran again in the backward pass
+
+
+def test_run_block_without_gradients_is_a_plain_call():
+    block = _CountingBlock()
+    with torch.no_grad():
+        run_block(block, torch.randn(2, 4), checkpointed=True)
+    assert block.calls == 1

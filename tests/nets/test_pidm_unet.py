@@ -6,12 +6,17 @@ import pytest
 import torch
 
 from lightning_modules.nets.cross_attention import TextureCrossAttention
-from lightning_modules.nets.pidm_unet import PIDMUNet, TextureEncoder
+from lightning_modules.nets.pidm_unet import PIDMUNet, PIDMUNetConfig, TextureEncoder
 
 SMALL = dict(
-    pose_channels=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4),
-    image_size=16, embed_channels=32,
+    model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 4), image_size=16,
+    embed_channels=32,
 )  # fmt: skip
+POSE_CHANNELS = 4
+
+
+def small_net(learn_sigma: bool = True, **changes) -> PIDMUNet:
+    return PIDMUNet(POSE_CHANNELS, PIDMUNetConfig(**{**SMALL, **changes}), learn_sigma)
 
 
 def _randomize(module: torch.nn.Module) -> torch.nn.Module:
@@ -78,7 +83,7 @@ def test_texture_encoder_returns_every_block_output():
 
 
 def test_tdb_placement_and_feature_indexing():
-    net = PIDMUNet(**SMALL)
+    net = small_net()
     encoder = [b.texture_index for b in net.encoder]
     decoder = [b.texture_index for b in net.decoder]
     # 9 encoder features; TDBs after the last ResBlock of the 8² and 4² levels, decoder block 1 of those levels.
@@ -90,15 +95,15 @@ def test_tdb_placement_and_feature_indexing():
 
 
 def test_forward_shapes_and_fixed_variance_output():
-    net = _randomize(PIDMUNet(**SMALL))
+    net = _randomize(small_net())
     y_t, t, pose, source = _inputs(net)
     assert net(y_t, t, pose, source=source).shape == (2, 6, 16, 16)
-    fixed = PIDMUNet(**SMALL, learn_sigma=False)
+    fixed = small_net(learn_sigma=False)
     assert fixed(y_t, t, pose, source=source).shape == (2, 3, 16, 16)
 
 
 def test_precomputed_texture_equals_source_and_matters():
-    net = _randomize(PIDMUNet(**SMALL)).eval()
+    net = _randomize(small_net()).eval()
     y_t, t, pose, source = _inputs(net)
     texture = net.encode(source)
     all_features = net.texture_encoder(source)
@@ -111,7 +116,7 @@ def test_precomputed_texture_equals_source_and_matters():
 
 
 def test_texture_features_batch_along_dim0():
-    net = _randomize(PIDMUNet(**SMALL)).eval()
+    net = _randomize(small_net()).eval()
     y_t, t, pose, source = _inputs(net)
     null = torch.zeros_like(source)
     with torch.no_grad():
@@ -123,7 +128,7 @@ def test_texture_features_batch_along_dim0():
 
 
 def test_every_parameter_is_trained():
-    net = _randomize(PIDMUNet(**SMALL, dropout=0.1)).train()
+    net = _randomize(small_net(dropout=0.1)).train()
     y_t, t, pose, source = _inputs(net)
     net(y_t, t, pose, source=source).square().mean().backward()
     no_grad = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -132,8 +137,8 @@ def test_every_parameter_is_trained():
 
 @pytest.mark.slow
 def test_gradient_checkpointing_matches():
-    net = _randomize(PIDMUNet(**SMALL))
-    ckpt = PIDMUNet(**SMALL, gradient_checkpointing=True)
+    net = _randomize(small_net())
+    ckpt = small_net(gradient_checkpointing=True)
     ckpt.load_state_dict(net.state_dict())
     y_t, t, pose, source = _inputs(net)
     grads = []
@@ -146,14 +151,14 @@ def test_gradient_checkpointing_matches():
 
 def test_multi_head_and_other_layouts_run():
     layout = {"channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (16,)}
-    net = PIDMUNet(**{**SMALL, **layout}, num_heads=2)
+    net = small_net(**layout, num_heads=2)
     assert [b.cross_attn.num_heads for b in net.encoder if b.cross_attn is not None] == [2]
     y_t, t, pose, source = _inputs(net, size=32)  # any size divisible by 2^(levels-1) works
     assert net(y_t, t, pose, source=source).shape == (2, 6, 32, 32)
 
 
 def test_bad_arguments_are_rejected():
-    net = PIDMUNet(**SMALL)
+    net = small_net()
     y_t, t, pose, source = _inputs(net)
     with pytest.raises(ValueError, match="exactly one of source and texture"):
         net(y_t, t, pose)
@@ -166,15 +171,15 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="not divisible"):
         net(y_t[..., :10, :10], t, pose[..., :10, :10], source=source[..., :10, :10])
     with pytest.raises(ValueError, match=r"\[32\] match no level"):
-        PIDMUNet(**{**SMALL, "attention_resolutions": (32, 8)})
+        small_net(attention_resolutions=(32, 8))
 
 
 def test_norm_channels_per_group_reaches_the_texture_encoder_and_cross_attention():
-    net = PIDMUNet(**SMALL, norm_channels_per_group=4)
+    net = small_net(norm_channels_per_group=4)
     norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert all(m.num_channels == 4 * m.num_groups for m in norms)
     encoder_norms = [m for m in net.texture_encoder.modules() if isinstance(m, torch.nn.GroupNorm)]
     cross_attention_norms = [m.norm for m in net.modules() if isinstance(m, TextureCrossAttention)]
     assert encoder_norms and cross_attention_norms
     assert all(m.num_channels == 4 * m.num_groups for m in [*encoder_norms, *cross_attention_norms])
-    PIDMUNet(**SMALL).load_state_dict(net.state_dict())
+    small_net().load_state_dict(net.state_dict())

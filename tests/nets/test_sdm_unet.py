@@ -5,13 +5,17 @@ import torch
 
 from lightning_modules.nets.attention import SelfAttention2d
 from lightning_modules.nets.blocks import ResBlock
-from lightning_modules.nets.sdm_unet import Downsample, SDMUNet, Upsample
+from lightning_modules.nets.sdm_unet import Downsample, SDMUNet, SDMUNetConfig, Upsample
 from lightning_modules.nets.spade import SPADEGroupNorm, SPADEResBlock
 
 SMALL = dict(
     model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), image_size=16,
     num_head_channels=16, spade_hidden_channels=16,
 )  # fmt: skip
+
+
+def small(**changes) -> SDMUNetConfig:
+    return SDMUNetConfig(**{**SMALL, **changes})
 
 
 def _randomize(module: torch.nn.Module) -> torch.nn.Module:
@@ -54,7 +58,7 @@ def test_official_256_block_layout():
 
 
 def test_head_count_mode_uses_num_heads_upsample_in_decoder():
-    net = SDMUNet(3, **{**SMALL, "num_head_channels": -1, "num_heads": 2, "num_heads_upsample": 4})
+    net = SDMUNet(3, small(num_head_channels=-1, num_heads=2, num_heads_upsample=4))
     assert {b.attn.num_heads for b in net.encoder if b.attn is not None} == {2}
     assert net.middle.attn.num_heads == 2
     assert {b.attn.num_heads for b in net.decoder if b.attn is not None} == {4}
@@ -62,7 +66,7 @@ def test_head_count_mode_uses_num_heads_upsample_in_decoder():
 
 @pytest.mark.parametrize(("learn_sigma", "channels"), [(True, 6), (False, 3)])
 def test_forward_shapes_non_square_and_zero_initialised_output(learn_sigma, channels):
-    net = SDMUNet(4, learn_sigma=learn_sigma, **SMALL)
+    net = SDMUNet(4, small(), learn_sigma=learn_sigma)
     x, t, y = torch.randn(2, 3, 16, 32), torch.tensor([0, 999]), torch.rand(2, 4, 16, 32)
     out = net(x, t, y)
     assert out.shape == (2, channels, 16, 32)
@@ -70,7 +74,7 @@ def test_forward_shapes_non_square_and_zero_initialised_output(learn_sigma, chan
 
 
 def test_label_map_only_reaches_the_decoder():
-    net = _randomize(SDMUNet(4, **SMALL)).eval()
+    net = _randomize(SDMUNet(4, small())).eval()
     x, t = torch.randn(1, 3, 16, 16), torch.tensor([500])
     features = []
     net.encoder[-1].register_forward_hook(lambda module, args, out: features.append(out))
@@ -81,7 +85,7 @@ def test_label_map_only_reaches_the_decoder():
 
 
 def test_without_resblock_updown_uses_conv_resampling():
-    net = SDMUNet(4, resblock_updown=False, **SMALL)
+    net = SDMUNet(4, small(resblock_updown=False))
     assert isinstance(net.encoder[-2].res, Downsample) and isinstance(net.decoder[1].upsample, Upsample)
     assert not any(isinstance(m, (ResBlock, SPADEResBlock)) and m.resample.mode != "none" for m in net.modules())
     assert _randomize(net)(torch.randn(1, 3, 16, 16), torch.tensor([3]), torch.rand(1, 4, 16, 16)).shape == (
@@ -91,7 +95,7 @@ def test_without_resblock_updown_uses_conv_resampling():
 
 def test_gradient_checkpointing_gives_identical_gradients():
     torch.manual_seed(0)
-    net = _randomize(SDMUNet(4, **SMALL))
+    net = _randomize(SDMUNet(4, small()))
     x, t, y = torch.randn(1, 3, 8, 8), torch.tensor([2]), torch.rand(1, 4, 8, 8)
     net(x, t, y).square().mean().backward()
     plain = [p.grad.clone() for p in net.parameters()]
@@ -103,7 +107,7 @@ def test_gradient_checkpointing_gives_identical_gradients():
 
 
 def test_bad_inputs_raise_clear_errors():
-    net = SDMUNet(4, **SMALL)
+    net = SDMUNet(4, small())
     with pytest.raises(ValueError, match="not divisible by 2"):
         net(torch.randn(1, 3, 15, 16), torch.tensor([1]), torch.rand(1, 4, 15, 16))
     with pytest.raises(ValueError, match="expects 4"):
@@ -111,14 +115,14 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_attention_blocks_are_placed_by_image_size_factor():
-    net = SDMUNet(4, **{**SMALL, "channel_mult": (1, 1, 2), "attention_resolutions": (16,), "image_size": 32})
+    net = SDMUNet(4, small(channel_mult=(1, 1, 2), attention_resolutions=(16,), image_size=32))
     placed = [b.attn is not None for b in net.encoder]
     assert placed == [False, False, True, False, False]  # only at downsample factor 2
     assert sum(isinstance(m, SelfAttention2d) for m in net.decoder.modules()) == 2
 
 
 def test_norm_channels_per_group_regroups_every_normaliser_and_keeps_the_weights_interchangeable():
-    official, regrouped = SDMUNet(4, **SMALL), SDMUNet(4, norm_channels_per_group=4, **SMALL)
+    official, regrouped = SDMUNet(4, small()), SDMUNet(4, small(norm_channels_per_group=4))
     norms = [m for m in regrouped.modules() if isinstance(m, (torch.nn.GroupNorm, SPADEGroupNorm))]
     assert norms and all(m.num_channels == 4 * m.num_groups for m in norms)
     assert any(isinstance(m, SPADEGroupNorm) for m in norms)
