@@ -1,4 +1,5 @@
-"""Every shipped SDM config instantiates and runs a fast_dev_run at tiny size.
+"""Every shipped SDM and segmenter config instantiates and runs a fast_dev_run at tiny size (PIDM configs:
+tests/test_pidm_configs.py).
 
 To cover a new config family, add its glob to CONFIG_GROUPS with a builder of a tiny tree in the dataset's real
 layout (None for built-in data) and the overrides that make it usable. A config without ``model.class_path`` is an
@@ -15,7 +16,8 @@ import yaml
 from experiments.fit import main as fit
 
 REPO = Path(__file__).parents[1]
-TINY = REPO / "configs" / "debug" / "tiny_sdm.yaml"
+TINY_SDM = REPO / "configs" / "debug" / "tiny_sdm.yaml"
+TINY_SEGMENTER = REPO / "configs" / "debug" / "tiny_segmenter.yaml"
 SHAPES_DATA = ["--data.init_args.num_train=4", "--data.init_args.num_val=2", "--data.init_args.num_test=2"]
 
 
@@ -35,6 +37,11 @@ CONFIG_GROUPS: dict[str, tuple[TreeBuilder, list[str]]] = {
     "configs/sdm/cityscapes*.yaml": (TREES.build_cityscapes_tree, []),
     "configs/sdm/celebamask_hq*.yaml": (TREES.build_celebamask_hq_tree, []),
     "configs/sdm/coco_stuff*.yaml": (TREES.build_coco_stuff_tree, []),
+    "configs/segmenter/shapes.yaml": (None, SHAPES_DATA),
+    "configs/segmenter/ade20k.yaml": (TREES.build_ade20k_tree, []),
+    "configs/segmenter/cityscapes.yaml": (TREES.build_cityscapes_tree, []),
+    "configs/segmenter/celebamask_hq.yaml": (TREES.build_celebamask_hq_tree, []),
+    "configs/segmenter/coco_stuff.yaml": (TREES.build_coco_stuff_tree, []),
 }
 CASES = [(path, group) for pattern, group in CONFIG_GROUPS.items() for path in sorted(REPO.glob(pattern))]
 
@@ -51,18 +58,19 @@ def config_stack(path: Path) -> list[Path]:
 
 
 def tiny_args(stack: list[Path], tmp_path: Path, extra: list[str]) -> list[str]:
-    args = [arg for path in [*stack, TINY] for arg in ("--config", str(path))]
+    tiny = TINY_SEGMENTER if stack[0].parent.name == "segmenter" else TINY_SDM
+    args = [arg for path in [*stack, tiny] for arg in ("--config", str(path))]
     return [*args, f"--data.init_args.root={tmp_path / 'data'}", f"--trainer.logger.init_args.save_dir={tmp_path}",
             f"--trainer.default_root_dir={tmp_path}", *extra]
 
 
 def test_config_families_are_found():
-    shipped = {path.name for path in (REPO / "configs" / "sdm").glob("*.yaml")}
-    assert {path.name for path, _ in CASES} == shipped
+    shipped = {path for folder in ("sdm", "segmenter") for path in (REPO / "configs" / folder).glob("*.yaml")}
+    assert {path for path, _ in CASES} == shipped
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path, group", CASES, ids=[path.name for path, _ in CASES])
+@pytest.mark.parametrize("path, group", CASES, ids=[f"{path.parent.name}/{path.name}" for path, _ in CASES])
 def test_config_runs_fast_dev_run_at_tiny_size(path, group, tmp_path):
     build_tree, extra = group
     if build_tree is not None:
