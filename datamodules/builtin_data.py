@@ -2,7 +2,8 @@
 
 A generated tree is a pure function of its manifest (a JSON object: generator version, seed, sizes, ...), stored as
 ``manifest.json`` in the tree's root. A later run asking for the same root reuses the tree when the manifests agree
-and refuses it, naming the differing arguments, when they do not.
+and refuses it, naming the differing arguments, when they do not. Generating says so, naming the root, so that a
+mistyped root shows up as a new dataset being generated in an unexpected place.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 MANIFEST_NAME = "manifest.json"
 
@@ -54,7 +57,8 @@ def generate_once(
     """Generate the ``dataset`` tree of ``manifest`` into ``root`` unless it is already there.
 
     ``write_tree(folder)`` writes the files into an empty temporary folder next to ``root``; the manifest is added
-    and the folder renamed into place, so an interrupted run never leaves a half-written tree.
+    and the folder renamed into place, so an interrupted run never leaves a half-written tree. A one-line message
+    naming ``root`` is logged first.
 
     Returns:
         Whether the tree was generated (False: it was already there).
@@ -65,6 +69,8 @@ def generate_once(
     root = Path(root)
     if check_generated(root, manifest, dataset):
         return False
+    rank_zero_info(f"Generating the built-in {dataset} dataset into {root.absolute()} (first use of this root; later "
+                   "runs reuse it)")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:

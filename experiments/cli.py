@@ -7,21 +7,33 @@ skipped otherwise (jsonargparse's behaviour in subclass mode). A linked value al
 the model config; models validate that what they need arrived.
 
 Every run starts from :data:`SHARED_CALLBACKS` (``configs/callbacks/training.yaml``), read as the subcommand's
-default config: the callbacks all training runs share. An experiment config adds its own (checkpointing, EMA,
-sample grids, with its numbers) with ``trainer.callbacks+:``, jsonargparse's list append, and a later config or
+default config: the callbacks all training runs share. An experiment config adds its own (checkpointing, with its
+numbers) with ``trainer.callbacks+:``, jsonargparse's list append, and a later config or
 ``--trainer.callbacks+=...`` appends more. A plain ``trainer.callbacks:`` replaces the whole list, as in a run's
 saved ``config.yaml``, which holds the resolved list.
+
+A later config can append to that list or replace it, never change one number of one element. The callbacks whose
+numbers later configs change (the smoke overlays ``configs/debug/tiny_*.yaml`` start EMA at once and sample grids
+in a few steps) therefore have top-level sections of their own, :data:`NAMED_CALLBACKS` (``ema:``,
+``sample_grid:``; null, the default, adds none): they merge like ``model:``, so ``ema: {init_args:
+{update_starting_at_step: 0}}`` in a later config or ``--ema.init_args.update_starting_at_step=0`` changes that
+value alone, and ``--print_config`` shows the merged sections.
 """
 
 import sys
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
-from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from experiments.resume import resolve_last_checkpoint
+from callbacks.ema import DelayedEMA
+from callbacks.sample_grid import SampleGridLogger
+from experiments.checkpoint_checks import check_ckpt_path
+from experiments.errors import parse_args
+from experiments.resume import continue_in_run_directory, resolve_last_checkpoint
+from experiments.run_directory import remove_if_failed_early
 
 SHARED_CALLBACKS = Path(__file__).resolve().parents[1] / "configs" / "callbacks" / "training.yaml"
 # (DataModule property, model init argument)
@@ -30,14 +42,16 @@ DATA_TO_MODEL: tuple[tuple[str, str], ...] = (
     ("has_instances", "instance_edges"),  # SDM instance-edge channel
     ("pose_channels", "pose_channels"),  # PIDM pose channels
 )
+# (top-level config section, callback class): callbacks configured outside trainer.callbacks (module docstring).
+NAMED_CALLBACKS: tuple[tuple[str, type[Callback]], ...] = (("ema", DelayedEMA), ("sample_grid", SampleGridLogger))
 
 
 class RunConfigSaver(SaveConfigCallback):
     """Saves the resolved config in the run directory without ever overwriting one.
 
-    Lightning's callback raises when ``config.yaml`` exists (e.g. resuming into a fixed logger version). Here the
-    first run writes ``config.yaml`` and later runs into the same directory write ``config-1.yaml``,
-    ``config-2.yaml``, ... with a warning naming the file.
+    Lightning's callback raises when ``config.yaml`` exists (a resumed run continues in its run directory,
+    experiments/resume.py). Here the first run writes ``config.yaml`` and later runs into the same directory write
+    ``config-1.yaml``, ``config-2.yaml``, ... with a message naming the file.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -52,22 +66,30 @@ class RunConfigSaver(SaveConfigCallback):
                 index += 1
                 name = f"{stem}-{index}{suffix}"
             if index:
-                rank_zero_warn(f"{log_dir / f'{stem}{suffix}'} exists (a run went into this directory before); "
+                rank_zero_info(f"{log_dir / f'{stem}{suffix}'} exists (this run continues a run in this directory); "
                                f"saving this run's config as {log_dir / name}")
         self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 
 
 class CondiffCLI(LightningCLI):
-    """LightningCLI with subclass-mode model and data, data-to-model links and non-clobbering config saving."""
+    """LightningCLI with subclass-mode model and data, data-to-model links, named callback sections,
+    non-clobbering config saving, one-line command-line errors and an early check of ``--ckpt_path``."""
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         # The entry points always pass the subcommand plus sys.argv[1:] explicitly; LightningCLI would warn about that.
-        self.config = parser.parse_args(args)
+        # A mistake is one line naming the option (experiments.errors), not jsonargparse's usage text.
+        self.config = parse_args(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in DATA_TO_MODEL:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+        for section, callback_class in NAMED_CALLBACKS:
+            parser.add_lightning_class_args(callback_class, section, subclass_mode=True, required=False)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
+        # LightningCLI hands over every named section's callback, also a null one (a segmenter has no EMA).
+        return super()._instantiate_trainer(config, [callback for callback in callbacks if callback is not None])
 
     def _parse_ckpt_path(self) -> None:
         """Build the model from the config and command line alone, also when ``--ckpt_path`` is given.
@@ -79,10 +101,22 @@ class CondiffCLI(LightningCLI):
         every run saves the config it was trained with as ``config.yaml`` next to its checkpoints.
         """
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; a run that fails before writing anything worth keeping leaves no run directory behind."""
+        with remove_if_failed_early(self.trainer):
+            super()._run_subcommand(subcommand)
+
     def before_fit(self) -> None:
-        # "last" must find the previous process's last.ckpt, which lives in an earlier logger version directory.
+        # "last" must find the previous process's last.ckpt, which lives in an earlier logger version directory, and
+        # the run continues in that directory (experiments.resume).
         config = self.config_init[self.subcommand]
-        config.ckpt_path = resolve_last_checkpoint(self.trainer, config.ckpt_path)
+        requested, config.ckpt_path = config.ckpt_path, resolve_last_checkpoint(self.trainer, config.ckpt_path)
+        if requested == "last" and config.ckpt_path != "last":
+            continue_in_run_directory(self.trainer, self.config[self.subcommand].trainer.logger, config.ckpt_path)
+        check_ckpt_path(config.ckpt_path, self.model)
+
+    def before_test(self) -> None:
+        check_ckpt_path(self.config_init[self.subcommand].ckpt_path, self.model)
 
 
 def run_cli(subcommand: str, args: list[str] | None = None, **kwargs: Any) -> CondiffCLI:
@@ -99,7 +133,7 @@ def run_cli(subcommand: str, args: list[str] | None = None, **kwargs: Any) -> Co
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
-        parser_kwargs={subcommand: {"default_config_files": [str(SHARED_CALLBACKS)]}},
+        parser_kwargs={"allow_abbrev": False, subcommand: {"default_config_files": [str(SHARED_CALLBACKS)]}},
         args=[subcommand, *argv],
         **kwargs,
     )

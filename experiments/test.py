@@ -14,6 +14,7 @@ split with ``datamodules.samplers.evaluation_sampler``.
 """
 
 from experiments.cli import run_cli
+from experiments.errors import run_main
 
 
 def main(args: list[str] | None = None) -> None:
@@ -22,4 +23,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -42,11 +42,11 @@ trainer:
         save_last: true
         every_n_train_steps: {checkpoint_every}
         save_top_k: -1
-    - class_path: callbacks.ema.DelayedEMA
-      init_args:
-        decay: 0.9
     - class_path: callbacks.step_seeding.StepSeeding
     - class_path: callbacks.nonfinite_guard.NonFiniteLossGuard
+ema:
+  init_args:
+    decay: 0.9
 model:
   init_args:
     num_timesteps: 50
@@ -148,9 +148,7 @@ def test_sigkill_then_ckpt_path_last_repeats_the_uninterrupted_run(tmp_path):
     killed_config = _write_config(tmp_path / "killed", data_root)
     killed_dir = tmp_path / "killed/runs/sdm/version_0"
     _kill_after_first_checkpoint(killed_config, killed_dir / "checkpoints")
-    killed_last = killed_dir / "checkpoints/last.ckpt"
-    killed_bytes = killed_last.read_bytes()
-    killed_state = torch.load(killed_last, weights_only=True)
+    killed_state = torch.load(killed_dir / "checkpoints/last.ckpt", weights_only=True)
     resumed_from = killed_state["global_step"]
     assert resumed_from % STEPS_PER_EPOCH != 0 and 0 < resumed_from < MAX_STEPS
     # The data loader's position (StatefulDataLoader: sampler epoch and samples handed out) is in the checkpoint.
@@ -158,11 +156,15 @@ def test_sigkill_then_ckpt_path_last_repeats_the_uninterrupted_run(tmp_path):
     assert loader_state["_index_sampler_state"] is not None or loader_state["_sampler_iter_state"] is not None
 
     fit_main(_args(killed_config, MAX_STEPS, "--ckpt_path=last"))
-    resumed_dir = tmp_path / "killed/runs/sdm/version_1"
+    # The resumed run goes on in the killed run's directory, and TensorBoard shows one curve: the killed run's steps
+    # before the checkpoint (those its writer had flushed), then the resumed run's, each step once.
+    resumed_dir = killed_dir
+    assert os.listdir(resumed_dir.parent) == ["version_0"]
+    steps = [event.step for event in EventAccumulator(str(resumed_dir)).Reload().Scalars("train/loss")]
+    assert steps == sorted(set(steps)) and [step for step in steps if step >= resumed_from] == list(
+        range(resumed_from, MAX_STEPS)
+    )
     resumed = _losses(resumed_dir)
-    # The resumed run logs and checkpoints into its own version directory; the killed run's files stay as they were.
-    assert killed_last.read_bytes() == killed_bytes
-    assert sorted(resumed) == list(range(resumed_from, MAX_STEPS))
     assert resumed == {step: straight[step] for step in resumed}
 
     # Weights, EMA weights, optimizer and LR schedule, loop counters and timestep-sampler history all agree.

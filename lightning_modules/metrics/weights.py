@@ -30,12 +30,14 @@ class WeightsFile:
         name: File name, identical to the torch-hub cache name.
         url: Official download address.
         purpose: What the file is for, used in error messages.
+        metric: The ``evaluation`` setting that needs it (the error says how to skip that metric).
         sha256_prefix: Hash prefix checked after a download (never on a file already present).
     """
 
     name: str
     url: str
     purpose: str
+    metric: str
     sha256_prefix: str | None = None
 
 
@@ -44,23 +46,27 @@ WEIGHTS: dict[str, WeightsFile] = {
         "weights-inception-2015-12-05-6726825d.pth",
         "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
         "FID Inception-v3 (TF 2015-12-05 weights, torch-fidelity / torchmetrics)",
+        "fid",
     ),
     "lpips_alex": WeightsFile(
         "alexnet-owt-7be5be79.pth",
         "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
         "LPIPS AlexNet backbone (torchvision ImageNet weights)",
+        "lpips",
         "7be5be79",
     ),
     "lpips_vgg": WeightsFile(
         "vgg16-397923af.pth",
         "https://download.pytorch.org/models/vgg16-397923af.pth",
         "LPIPS VGG16 backbone (torchvision ImageNet weights)",
+        "lpips",
         "397923af",
     ),
     "gfla_inception": WeightsFile(
         "inception_v3_google-0cc3c7bd.pth",
         "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
         "PIDM/GFLA FID Inception-v3 (torchvision ImageNet weights)",
+        "fid",
         "0cc3c7bd",
     ),
 }
@@ -140,7 +146,8 @@ def _missing_message(spec: WeightsFile, folder: Path, cached: Path, reason: str)
         f"Missing weights file {spec.name!r} ({spec.purpose}): not found at {folder / spec.name} nor at {cached}, "
         f"and {reason}.\nFetch it on a machine with internet access, e.g. `curl -L -o {spec.name} {spec.url}`, "
         f"and put it at {folder / spec.name} (or point the `weights_dir` config key or ${WEIGHTS_DIR_ENV} to the "
-        "folder that holds it)."
+        f"folder that holds it), or test without {spec.metric}: "
+        f"--model.init_args.evaluation='{{\"{spec.metric}\": null}}'."
     )
 
 
