@@ -1,4 +1,5 @@
-"""Every training config's callbacks are the shared ones of configs/callbacks/training.yaml plus its own.
+"""Every training config's callbacks are the shared ones of configs/callbacks/training.yaml plus its own, and a
+diffusion config's EMA and sample grids are its top-level ``ema:`` and ``sample_grid:`` sections.
 
 The resolved lists are read from ``--print_config`` (parsing only: no model, data or trainer is built).
 """
@@ -18,11 +19,8 @@ SHARED = [
     "callbacks.step_seeding.StepSeeding",
     "callbacks.nonfinite_guard.NonFiniteLossGuard",
 ]
-DIFFUSION = [
-    "callbacks.last_step_checkpoint.LastStepCheckpoint",
-    "callbacks.ema.DelayedEMA",
-    "callbacks.sample_grid.SampleGridLogger",
-]
+DIFFUSION = ["callbacks.last_step_checkpoint.LastStepCheckpoint"]
+NAMED = {"ema": "callbacks.ema.DelayedEMA", "sample_grid": "callbacks.sample_grid.SampleGridLogger"}
 SEGMENTER = ["callbacks.last_step_checkpoint.LastStepCheckpoint", "pytorch_lightning.callbacks.ModelCheckpoint"]
 CFG_FINETUNE = "callbacks.cfg_finetune.CFGFineTune"
 EXTRA = "pytorch_lightning.callbacks.ModelSummary"
@@ -35,10 +33,10 @@ def expected_classes(path: Path) -> list[str]:
     return SHARED + DIFFUSION + ([CFG_FINETUNE] if path.stem == "shapes_cfg_finetune" else [])
 
 
-def printed_config(capsys: pytest.CaptureFixture, configs: list[Path], *options: str) -> dict:
+def printed_config(capsys: pytest.CaptureFixture, configs: list[Path], *options: str, subcommand: str = "fit") -> dict:
     """The config ``--print_config`` shows for ``configs`` (merged in order) and command-line ``options``."""
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", [*(arg for path in configs for arg in ("--config", str(path))), *options, "--print_config"])
+        run_cli(subcommand, [*(arg for path in configs for arg in ("--config", str(path))), *options, "--print_config"])
     assert exit_info.value.code == 0, capsys.readouterr().err
     return yaml.safe_load(capsys.readouterr().out)
 
@@ -56,6 +54,13 @@ def test_a_config_resolves_to_the_shared_callbacks_then_its_own_numbers(path, ca
     for entry, resolved in zip(own, config["trainer"]["callbacks"][len(SHARED) :], strict=True):
         assert resolved["class_path"] == entry["class_path"]
         assert resolved["init_args"].items() >= entry.get("init_args", {}).items()
+    base = yaml.safe_load(stack[0].read_text())
+    for section, class_path in NAMED.items():
+        if path.parent.name == "segmenter":
+            assert section not in base and config[section] is None
+        else:
+            assert base[section]["class_path"] == config[section]["class_path"] == class_path
+            assert config[section]["init_args"].items() >= base[section]["init_args"].items()
 
 
 def test_a_change_to_the_shared_fragment_reaches_every_config(tmp_path, monkeypatch, capsys):
