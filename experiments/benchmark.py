@@ -1,10 +1,12 @@
-"""Training and sampling speed of an experiment's network, side by side with a naive baseline of the same model.
+r"""Training and sampling speed of an experiment's network, side by side with a naive baseline of the same model.
 
-    python -m experiments.benchmark --config configs/sdm/ade20k.yaml [--model-size auto|config|small]
-        [--image-size N] [--batch-size N] [--device auto|cpu|cuda] [--train-steps N]
-        [--sample-steps ddpm:1000,ddim:50,dpmpp_2m:25] [--compile auto|on|off] [--out table.md]
+    python -m experiments.benchmark --config configs/sdm/ade20k.yaml [--config more.yaml ...] \
+        [--model_size auto|config|small] [--image_size N] [--batch_size N] [--device auto|cpu|cuda] \
+        [--train_steps N] [--sample_steps ddpm:1000,ddim:50,dpmpp_2m:25] [--compile auto|on|off] [--out table.md]
 
-The network is built from the config's ``model`` section exactly as ``experiments.fit`` builds it. Measured:
+The experiment configs are read as ``experiments.fit`` reads them (several ``--config`` merge in order; dotted
+overrides such as ``--model.init_args.network.model_channels 64`` and ``--print_config`` work alike), and the
+network is built from the resulting ``model`` section exactly as ``fit`` builds it. Measured:
 training images/s and peak memory (fp32 vs bf16 autocast, torch.compile on/off, channels_last, activation
 checkpointing), guided sampling images/s per sampler and step count, forward FLOPs per image and, on a GPU of
 known peak, model-FLOP utilisation. The naive baseline (the original code's way: fp32, eager, einsum attention,
@@ -13,7 +15,6 @@ sequential guidance passes, 1000-step DDPM) runs in the same process, so every s
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -21,8 +22,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from pytorch_lightning.cli import LightningArgumentParser
 
 from experiments.benchmark_measure import (
     Timing,
@@ -37,11 +40,12 @@ from experiments.benchmark_workloads import (
     SMALL_BATCH_SIZE,
     SMALL_NETWORK,
     Workload,
-    load_lit_module,
     network_overrides,
     randomize_zero_parameters,
-    read_config,
 )
+from experiments.cli import SHARED_CALLBACKS, CondiffCLI
+from experiments.errors import CommandError, run_main
+from lightning_modules.base import DiffusionLitModule
 from lightning_modules.diffusion import SAMPLERS
 
 # Dense bf16 tensor-core peak per GPU (FLOP/s), matched against the device name.
@@ -297,8 +301,8 @@ def parse_sample_steps(text: str) -> tuple[tuple[str, int], ...]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         sampler, _, steps = item.partition(":")
         if sampler not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
-            raise argparse.ArgumentTypeError(
-                f"--sample-steps item {item!r} is not SAMPLER:STEPS with SAMPLER in {sorted(SAMPLERS)} (e.g. ddim:50)"
+            raise ValueError(
+                f"--sample_steps item {item!r} is not SAMPLER:STEPS with SAMPLER in {sorted(SAMPLERS)} (e.g. ddim:50)"
             )
         pairs.append((sampler, int(steps)))
     return tuple(pairs)
@@ -308,90 +312,129 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
+        raise CommandError("--device cuda: no CUDA device is available")
     return torch.device(name)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="experiment YAML (model and data in class_path form)")
-    parser.add_argument("--model-size", choices=("auto", "config", "small"), default="auto",
-                        help="'config': the config's architecture (the paper's in configs/); 'small': a 32-channel "
-                             "3-level version for CPU runs; 'auto': config on CUDA, small on CPU")
-    parser.add_argument("--image-size", type=int, help="input size (default: the model's image_size)")
-    parser.add_argument("--batch-size", type=int,
-                        help=f"batch size (default: the data section's batch_size; {SMALL_BATCH_SIZE} for small)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed training steps per variant")
-    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per variant")
-    parser.add_argument("--sample-steps", type=parse_sample_steps, default="ddpm:1000,ddim:50,dpmpp_2m:25",
-                        help="optimised samplers and step counts, SAMPLER:STEPS,...")
-    parser.add_argument("--max-timed-steps", type=int, default=100,
-                        help="step counts above this are extrapolated from a --probe-steps run")
-    parser.add_argument("--probe-steps", type=int, default=10)
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
-    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                        help="torch.compile rows ('auto': on CUDA only)")
-    parser.add_argument("--guidance-scale", type=float, default=2.0)
-    parser.add_argument("--parts", default="train,sample", help="comma-separated subset of train,sample")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="also write the markdown report here")
-    return parser.parse_args(argv)
+@dataclass
+class BenchmarkOptions:
+    """What the benchmark measures, besides the experiment configs.
+
+    Args:
+        model_size: ``config``: the config's architecture (the paper's in configs/); ``small``: a 32-channel
+            3-level version for CPU runs; ``auto``: config on CUDA, small on CPU.
+        image_size: Input size (default: the network's ``image_size``).
+        batch_size: Images per step (default: the data section's ``batch_size``; 2 for the small architecture).
+        device: ``auto`` (CUDA when there is one), ``cpu`` or ``cuda``.
+        warmup_steps: Untimed training steps per variant.
+        train_steps: Timed training steps per variant (their median is reported).
+        sample_steps: Optimised samplers and step counts, ``SAMPLER:STEPS,...``.
+        max_timed_steps: Step counts above this are extrapolated from a ``probe_steps`` run.
+        probe_steps: Steps actually run for an extrapolated row.
+        precisions: Measured precisions.
+        compile: torch.compile rows (``auto``: on CUDA only).
+        guidance_scale: Strength of the family's guidance (SDM classifier-free, PIDM official style-only); > 1.
+        parts: What to measure.
+        seed: Seed of the random batches and sampler noise.
+        out: Also write the markdown report here.
+    """
+
+    model_size: Literal["auto", "config", "small"] = "auto"
+    image_size: int | None = None
+    batch_size: int | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warmup_steps: int = 2
+    train_steps: int = 3
+    sample_steps: str = "ddpm:1000,ddim:50,dpmpp_2m:25"
+    max_timed_steps: int = 100
+    probe_steps: int = 10
+    precisions: list[Literal["fp32", "bf16"]] = field(default_factory=lambda: ["fp32", "bf16"])
+    compile: Literal["auto", "on", "off"] = "auto"
+    guidance_scale: float = 2.0
+    parts: list[Literal["train", "sample"]] = field(default_factory=lambda: ["train", "sample"])
+    seed: int = 0
+    out: Path | None = None
+
+
+class BenchmarkCLI(CondiffCLI):
+    """The experiment configs as ``experiments.fit`` reads them, plus :class:`BenchmarkOptions` at the top level;
+    the small architecture replaces the config's network before the model is built."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_class_arguments(BenchmarkOptions, nested_key=None, as_group=True)
+
+    def before_instantiate_classes(self) -> None:
+        if model_size(self.config) == "small":
+            for key, value in network_overrides(self.config.model.class_path, SMALL_NETWORK).items():
+                self.config.model.init_args.network[key] = value
+
+
+def model_size(options: Any) -> str:
+    """``config`` or ``small``: what ``model_size`` means on this machine."""
+    if options.model_size != "auto":
+        return options.model_size
+    return "config" if resolve_device(options.device).type == "cuda" else "small"
 
 
 def main(argv: Sequence[str] | None = None) -> Report:
+    """Entry point; ``argv`` are command-line style arguments (default: ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    device = resolve_device(args.device)
-    model_size = args.model_size if args.model_size != "auto" else ("config" if device.type == "cuda" else "small")
-    sections = read_config(args.config)
-    overrides = {}
-    if model_size == "small":
-        overrides = network_overrides(sections["model"]["class_path"], SMALL_NETWORK)
-    workload = Workload(load_lit_module(args.config, overrides))
-    torch.manual_seed(args.seed)
-    randomize_zero_parameters(workload.net, torch.Generator().manual_seed(args.seed))
-    image_size = args.image_size or workload.module.net.config.image_size
-    config_batch = (sections["data"].get("init_args") or {}).get("batch_size", 4)
-    batch = args.batch_size or (SMALL_BATCH_SIZE if model_size == "small" else config_batch)
-    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
-    if not precisions or set(precisions) - {"fp32", "bf16"}:
-        raise SystemExit(f"--precisions must be a subset of fp32,bf16, got {args.precisions!r}")
+    cli = BenchmarkCLI(model_class=None, datamodule_class=None, subclass_mode_model=True, subclass_mode_data=True,
+                       save_config_callback=None, run=False, args=argv,
+                       parser_kwargs={"default_config_files": [str(SHARED_CALLBACKS)], "allow_abbrev": False})
+    options = cli.config
+    device = resolve_device(options.device)
+    try:
+        sample_steps = parse_sample_steps(options.sample_steps)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if not isinstance(cli.model, DiffusionLitModule):
+        raise CommandError(f"the benchmark measures diffusion models; the config builds a {type(cli.model).__name__}")
+    workload = Workload(cli.model.eval())  # no condition dropout in the inputs it builds
+    torch.manual_seed(options.seed)
+    randomize_zero_parameters(workload.net, torch.Generator().manual_seed(options.seed))
+    image_size = options.image_size or workload.net.config.image_size
+    small = model_size(options) == "small"
+    batch = options.batch_size or (SMALL_BATCH_SIZE if small else cli.datamodule.batch_size)
+    precisions = tuple(options.precisions)
+    if not precisions:
+        raise CommandError("--precisions must name fp32, bf16 or both")
     if device.type == "cuda" and "bf16" in precisions and not torch.cuda.is_bf16_supported():
-        raise SystemExit("--precisions includes bf16, which this GPU does not support; pass --precisions fp32")
-    parts = tuple(p.strip() for p in args.parts.split(","))
-    if set(parts) - {"train", "sample"}:
-        raise SystemExit(f"--parts must be a subset of train,sample, got {args.parts!r}")
+        raise CommandError("--precisions includes bf16, which this GPU does not support; pass --precisions [fp32]")
     settings = Settings(
         batch=batch,
         size=(image_size, image_size),
         device=device,
         precisions=precisions,
-        compile_skip_reason=compile_skip_reason(args.compile, device),
-        warmup_steps=args.warmup_steps,
-        train_steps=args.train_steps,
-        sample_steps=args.sample_steps,
-        guidance_scale=args.guidance_scale,
-        max_timed_steps=args.max_timed_steps,
-        probe_steps=args.probe_steps,
-        parts=parts,
-        seed=args.seed,
+        compile_skip_reason=compile_skip_reason(options.compile, device),
+        warmup_steps=options.warmup_steps,
+        train_steps=options.train_steps,
+        sample_steps=sample_steps,
+        guidance_scale=options.guidance_scale,
+        max_timed_steps=options.max_timed_steps,
+        probe_steps=options.probe_steps,
+        parts=tuple(options.parts),
+        seed=options.seed,
     )
     parameters = sum(p.numel() for p in workload.net.parameters())
-    size_note = f"small architecture {overrides}" if overrides else "the config's architecture"
+    configs = ", ".join(str(path) for path in options.get("config") or [])
+    small_network = network_overrides(options.model.class_path, SMALL_NETWORK)
+    size_note = f"small architecture {small_network}" if small else "the config's architecture"
     header = [
         f"command: `python -m experiments.benchmark {shlex.join(argv)}`",
-        f"network: {type(workload.net).__name__} from {args.config}, {size_note}, {parameters / 1e6:.2f} M parameters",
+        f"network: {type(workload.net).__name__} from {configs}, {size_note}, "
+        f"{parameters / 1e6:.2f} M parameters",
     ]
     print("\n".join(header), flush=True)
     report = benchmark(workload, settings, f"{workload.family} benchmark on {device_name(device)}", header)
     text = report.markdown()
     print("\n" + text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if options.out is not None:
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text(text + "\n")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,10 +1,9 @@
 """What the benchmark runs: the network of an experiment config plus synthetic inputs and guidance for it.
 
-:func:`load_lit_module` builds the config's LightningModule exactly as ``experiments.fit`` would (same
-``class_path``/``init_args``, same data-to-model links), optionally with the small CPU architecture
-(:data:`SMALL_NETWORK`). A :class:`Workload` wraps the module: it makes random batches in the DataModules' format
-of the module's family, and the network inputs and guided sampling variants come from the module's own methods
-(``training_inputs``, ``guided_conditions``).
+The benchmark's CLI builds the config's LightningModule exactly as ``experiments.fit`` would, optionally with the
+small CPU architecture (:data:`SMALL_NETWORK`, applied through :func:`network_overrides`). A :class:`Workload` wraps
+the module: it makes random batches in the DataModules' format of the module's family, and the network inputs and
+guided sampling variants come from the module's own methods (``training_inputs``, ``guided_conditions``).
 """
 
 from __future__ import annotations
@@ -12,16 +11,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, get_type_hints
 
 import torch
-import yaml
-from jsonargparse import ArgumentParser
-from pytorch_lightning import LightningDataModule, LightningModule
 from torch import Tensor, nn
 
-from experiments.cli import DATA_TO_MODEL
 from lightning_modules.base import DiffusionLitModule
 from lightning_modules.pidm import PoseStyleGuidance
 from lightning_modules.sdm import ClassifierFreeGuidance, SDMLitModule
@@ -41,19 +35,6 @@ SMALL_NETWORK: dict[str, Any] = {
 SMALL_BATCH_SIZE = 2
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The ``model`` and ``data`` sections of an experiment YAML (both must have a ``class_path``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment config {path} does not exist")
-    config = yaml.safe_load(path.read_text()) or {}
-    for key in ("model", "data"):
-        section = config.get(key)
-        if not isinstance(section, dict) or "class_path" not in section:
-            raise ValueError(f"{path}: '{key}' must be a mapping with a class_path (subclass mode), got {section!r}")
-    return {"model": config["model"], "data": config["data"]}
-
-
 def network_overrides(class_path: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``overrides`` that the ``network`` settings of the module ``class_path`` have."""
     module_name, _, class_name = class_path.rpartition(".")
@@ -61,33 +42,6 @@ def network_overrides(class_path: str, overrides: Mapping[str, Any]) -> dict[str
     config_type = get_type_hints(cls.__init__)["network"]
     names = {field.name for field in fields(config_type)}
     return {key: value for key, value in overrides.items() if key in names}
-
-
-def load_lit_module(config_path: str | Path, network: Mapping[str, Any] | None = None) -> DiffusionLitModule:
-    """Instantiate the config's LightningModule with the data-to-model links of ``experiments.cli``.
-
-    Args:
-        config_path: Experiment YAML with ``model`` and ``data`` in subclass mode.
-        network: Network settings replacing the config's (e.g. a smaller architecture).
-    """
-    sections = read_config(config_path)
-    model = dict(sections["model"])
-    init_args = dict(model.get("init_args") or {})
-    init_args["network"] = {**(init_args.get("network") or {}), **(network or {})}
-    model["init_args"] = init_args
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(LightningModule, "model", required=True)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    for source, target in DATA_TO_MODEL:
-        parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
-    try:
-        namespace = parser.parse_object({"model": model, "data": sections["data"]})
-    except Exception as error:
-        raise ValueError(f"{config_path}: cannot parse the model/data sections: {error}") from error
-    module = parser.instantiate(namespace).model
-    if not isinstance(module, DiffusionLitModule):
-        raise TypeError(f"{config_path}: {type(module).__name__} is not a diffusion model the benchmark can run")
-    return module.eval()  # no condition dropout in the inputs it builds
 
 
 @dataclass

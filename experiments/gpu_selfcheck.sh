@@ -47,9 +47,9 @@ while IFS= read -r line; do summary+=("SKIPPED  ${line#SKIPPED }"); done < <(gre
 # torch.compile of the paper networks alone takes minutes: the compiled rows are left to a separate
 # `python -m experiments.benchmark ... --compile on` (tests/test_gpu.py compiles the tiny networks).
 step "benchmark SDM ADE20K-256 (paper size)" 140 python -m experiments.benchmark --config configs/sdm/ade20k.yaml \
-  --model-size config --device cuda --compile off --out "$out/sdm_ade20k_256.md"
+  --model_size config --device cuda --compile off --out "$out/sdm_ade20k_256.md"
 step "benchmark PIDM DeepFashion-256 (paper size)" 140 python -m experiments.benchmark \
-  --config configs/pidm/deepfashion_256.yaml --model-size config --device cuda --compile off \
+  --config configs/pidm/deepfashion_256.yaml --model_size config --device cuda --compile off \
   --out "$out/pidm_deepfashion_256.md"
 summary+=("SKIPPED  benchmark torch.compile rows: --compile off keeps the check within 8 minutes")
 

@@ -1,15 +1,17 @@
-"""Convert official checkpoints into condiff checkpoints that ``experiments.predict`` and ``experiments.test`` accept.
+r"""Convert official checkpoints into condiff checkpoints that ``experiments.predict`` and ``experiments.test`` accept.
 
-    python -m experiments.import_official sdm --weights ema_0.9999_best.pt --flags flags.yaml --out sdm_ade20k.ckpt
-    python -m experiments.import_official pidm --weights last.pt --config config.json --out pidm_deepfashion.ckpt
+    python -m experiments.import_official --family sdm --weights ema_0.9999_best.pt \
+        --official_config flags.yaml --out sdm_ade20k.ckpt
+    python -m experiments.import_official --family pidm --weights last.pt --official_config config.json \
+        --out pidm_deepfashion.ckpt
 
-``--flags`` is a JSON or YAML mapping of the official script flags the model was trained with (``image_size``,
-``num_channels``, ``num_res_blocks``, ``attention_resolutions``, ``num_classes``, ``no_instance``, ...; the
-diffusion flags ``diffusion_steps``, ``noise_schedule``, ``learn_sigma`` and ``sigma_small`` are honoured too).
-The official weights become the checkpoint's ``state_dict`` (what predict/test sample with).
+For SDM ``--official_config`` is a JSON or YAML mapping of the official script flags the model was trained with
+(``image_size``, ``num_channels``, ``num_res_blocks``, ``attention_resolutions``, ``num_classes``, ``no_instance``,
+...; the diffusion flags ``diffusion_steps``, ``noise_schedule``, ``learn_sigma`` and ``sigma_small`` are honoured
+too). The official weights become the checkpoint's ``state_dict`` (what predict/test sample with).
 
 For PIDM, ``--weights`` is an official checkpoint dict with an ``ema`` (preferred) or ``model`` entry, or a plain
-state dict; ``--config`` holds the official ``BeatGANsAutoencConfig`` fields (``config/diffconfig.py``).
+state dict; ``--official_config`` holds the official ``BeatGANsAutoencConfig`` fields (``config/diffconfig.py``).
 
 The imported checkpoint samples as the official code does, with no further options: SDM with ancestral DDPM over
 all 1000 steps, guidance scale 1.5 and x̂0 clipped to [-1, 1] (its scripts and README); PIDM with its fast DDIM
@@ -19,17 +21,18 @@ after the dataset config: ``python -m experiments.test --config configs/sdm/ade2
 --ckpt_path sdm_ade20k.ckpt --data.init_args.root ...``.
 """
 
-import argparse
 import json
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 import yaml
+from jsonargparse import ActionConfigFile
 
+from experiments.errors import CommandError, command_parser, parse_args, run_main
 from lightning_modules.official import load_official_pidm, load_official_sdm, pidm_module_hparams, sdm_module_hparams
 from lightning_modules.pidm import PIDMLitModule
 from lightning_modules.sdm import SDMLitModule
@@ -98,26 +101,8 @@ def import_pidm(weights: Path, config_path: Path) -> dict[str, Any]:
     return lightning_checkpoint(module, hparams)
 
 
-# Each importer: (weights, flags/config file) -> checkpoint dict.
+# Each importer: (weights, official arguments file) -> checkpoint dict.
 IMPORTERS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {"sdm": import_sdm, "pidm": import_pidm}
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``<model> --weights W --flags F --out O [--overwrite]``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="model", required=True)
-    sdm = commands.add_parser("sdm", help="official SDM (WeilunWang/semantic-diffusion-model) weights")
-    sdm.add_argument("--weights", type=Path, required=True, help="official model*.pt or ema_*.pt state dict")
-    sdm.add_argument("--flags", type=Path, required=True, help="JSON/YAML of the official training flags")
-    sdm.add_argument("--out", type=Path, required=True, help="checkpoint to write")
-    sdm.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    pidm = commands.add_parser("pidm", help="official PIDM (ankanbhunia/PIDM) weights")
-    pidm.add_argument("--weights", type=Path, required=True, help="official .pt: {'ema', 'model', ...} or a state dict")
-    pidm.add_argument("--config", dest="flags", metavar="CONFIG", type=Path, required=True,
-                      help="JSON/YAML of the official model config")
-    pidm.add_argument("--out", type=Path, required=True, help="checkpoint to write")
-    pidm.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    return parser.parse_args(argv)
 
 
 def model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,19 +113,45 @@ def model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return {"model": {"class_path": class_path, "init_args": hparams}}
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    """Write the converted checkpoint and its ``<out>.yaml`` model config; returns the checkpoint's path."""
-    args = parse_args(argv)
-    config_path = args.out.with_suffix(".yaml")
-    existing = [path for path in (args.out, config_path) if path.exists()]
-    if existing and not args.overwrite:
-        raise SystemExit(f"{existing[0]} exists; pass --overwrite to replace it")
-    checkpoint = IMPORTERS[args.model](args.weights, args.flags)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, args.out)
+def import_official(
+    family: Literal["sdm", "pidm"], weights: Path, official_config: Path, out: Path, overwrite: bool = False
+) -> Path:
+    """Convert an official checkpoint; writes ``out`` and the model config ``<out>.yaml`` beside it.
+
+    Args:
+        family: ``sdm`` (WeilunWang/semantic-diffusion-model) or ``pidm`` (ankanbhunia/PIDM).
+        weights: SDM: an official ``model*.pt``/``ema_*.pt`` state dict. PIDM: an official ``.pt`` holding
+            ``ema`` (preferred) or ``model``, or a plain state dict.
+        official_config: JSON/YAML of the official arguments: SDM's training flags (``image_size``,
+            ``num_channels``, ``attention_resolutions``, ``num_classes``, ``no_instance``, ``diffusion_steps``, ...);
+            PIDM's model config (``config/diffconfig.py`` fields).
+        out: The checkpoint to write.
+        overwrite: Replace an existing ``out`` (and ``<out>.yaml``).
+    """
+    for option, path in (("weights", weights), ("official_config", official_config)):
+        if not path.is_file():
+            raise CommandError(f"--{option} {path} does not exist")
+    config_path = out.with_suffix(".yaml")
+    existing = [path for path in (out, config_path) if path.exists()]
+    if existing and not overwrite:
+        raise CommandError(f"{existing[0]} exists; pass --overwrite true to replace it")
+    checkpoint = IMPORTERS[family](weights, official_config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, out)
     config_path.write_text(yaml.safe_dump(model_config(checkpoint), sort_keys=False))
-    return args.out
+    print(f"wrote {out} and its model config {config_path}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Entry point; ``argv`` are command-line style arguments (default: ``sys.argv[1:]``)."""
+    parser = command_parser("python -m experiments.import_official", __doc__)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
+    parser.add_function_arguments(import_official, as_group=False)
+    options = parse_args(parser, None if argv is None else list(argv))
+    options.pop("config", None)
+    return import_official(**options.as_dict())
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

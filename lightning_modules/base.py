@@ -187,8 +187,6 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
             evaluation = EvaluationConfig.from_dict(dict(evaluation))
         self.evaluation = evaluation
         self.test_num_samples = SumMetric()
-        # Set by callbacks/predict: called after every denoising step of predict_step (e.g. a progress bar).
-        self.sampling_callback: StepCallback | None = None
         self.quartile_losses = nn.ModuleList(MeanMetric() for _ in range(NUM_QUARTILES))
         self.channels_last = channels_last
         self.compile_network = compile_network
@@ -449,4 +447,4 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         generator = torch.Generator(device=self.device).manual_seed(derived_seed(self.sampling.seed, batch_idx))
-        return self.generate_batch(batch, generator=generator, callback=self.sampling_callback)
+        return self.generate_batch(batch, generator=generator)

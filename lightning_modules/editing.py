@@ -1,12 +1,16 @@
-"""PIDM editing on top of the samplers: appearance control (masked blending) and style interpolation (paper §4.4)."""
+"""Editing on top of the samplers: regenerating a masked region of an image (SDM inpainting under an edited label
+map, PIDM appearance control) and PIDM style interpolation (paper §4.4)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from lightning_modules.base import SamplerSettings
-from lightning_modules.diffusion import SamplerStep, q_sample
+from collections.abc import Mapping
+from typing import Any
+
+from lightning_modules.base import DiffusionLitModule, SamplerSettings
+from lightning_modules.diffusion import DiffusionSchedule, SamplerStep, StepCallback, q_sample
 from lightning_modules.pidm import PIDMLitModule, PoseStyleGuidance
 
 
@@ -25,6 +29,72 @@ def _batch_mask(mask: Tensor, like: Tensor) -> Tensor:
     return mask.to(device=like.device, dtype=like.dtype)
 
 
+def keep_outside_mask(
+    schedule: DiffusionSchedule, reference: Tensor, mask: Tensor, generator: torch.Generator | None = None,
+    then: StepCallback | None = None,
+) -> StepCallback:
+    """A sampler step callback that regenerates only where ``mask`` is 1 and keeps ``reference`` elsewhere.
+
+    After every step y_t ← m·y_t + (1 − m)·q(y_ref, t − 1), i.e. the kept region is the reference noised to the level
+    the state has just reached (the official PIDM code uses level t, one step too noisy); after the last step the kept
+    region is the reference itself, so it is returned unchanged.
+
+    Args:
+        schedule: The (respaced) schedule the sampler walks.
+        reference: Images (B, C, H, W) in [-1, 1] whose unmasked region is kept.
+        mask: 1 where the image is regenerated, 0 where the reference is kept; (H, W), (B, H, W) or (B, 1, H, W).
+        generator: Random generator of the reference's noise, on the reference's device.
+        then: Called after the blend with the blended step (e.g. a progress bar).
+    """
+    mask = _batch_mask(mask, reference)
+    schedule = schedule.to(reference.device)
+
+    def blend(step: SamplerStep) -> Tensor:
+        if step.t == 0:
+            kept = reference
+        else:
+            t = torch.full((reference.shape[0],), step.t - 1, dtype=torch.int64, device=reference.device)
+            noise = torch.randn(reference.shape, generator=generator, device=reference.device, dtype=reference.dtype)
+            kept = q_sample(schedule, reference, t, noise)
+        blended = mask * step.x + (1 - mask) * kept
+        if then is not None:
+            then(step._replace(x=blended))
+        return blended
+
+    return blend
+
+
+@torch.no_grad()
+def inpaint(
+    module: DiffusionLitModule,
+    batch: Mapping[str, Any],
+    reference: Tensor,
+    mask: Tensor,
+    *,
+    sampling: SamplerSettings | None = None,
+    guidance: Any = None,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """Regenerate the masked region of ``reference`` under the conditions of ``batch`` and keep the rest (SDM: a new
+    or edited label map; PIDM: another source's style in the reference's pose).
+
+    Args:
+        module: An SDM or PIDM model.
+        batch: The conditions, as :meth:`~lightning_modules.base.DiffusionLitModule.generate_batch` takes them.
+        reference: Images (B, C, H, W) in [-1, 1].
+        mask: 1 where the image is regenerated, 0 where the reference is kept (see :func:`keep_outside_mask`).
+        sampling: Sampler settings (default: the module's).
+        guidance: The family's guidance settings (default: the module's).
+        generator: Random generator on the module's device (initial noise, reference noise, sampler noise).
+        callback: Called after every step with the blended state.
+    """
+    sampling = module.sampling if sampling is None else sampling
+    reference = reference.to(module.device)
+    blend = keep_outside_mask(module.sampling_schedule(sampling), reference, mask, generator, callback)
+    return module.generate_batch(batch, sampling=sampling, guidance=guidance, generator=generator, callback=blend)
+
+
 @torch.no_grad()
 def appearance_control(
     module: PIDMLitModule,
@@ -36,12 +106,10 @@ def appearance_control(
     sampling: SamplerSettings | None = None,
     guidance: PoseStyleGuidance | None = None,
     generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
-    """Regenerate the masked region of ``reference`` in the style of ``source`` (e.g. swap a garment).
-
-    After every sampler step y_t ← m·y_t + (1 − m)·q(y_ref, t − 1), i.e. the kept region is the reference noised to
-    the level the state has just reached (the official code uses level t, one step too noisy); after the last step
-    the kept region is the reference itself, so it is returned unchanged.
+    """Regenerate the masked region of ``reference`` in the style of ``source`` (e.g. swap a garment): PIDM's
+    appearance control, :func:`inpaint` with the reference's pose.
 
     Args:
         module: A PIDM model.
@@ -52,24 +120,11 @@ def appearance_control(
         sampling: Sampler settings (default: the module's).
         guidance: Guidance settings (default: the module's).
         generator: Random generator on the module's device (initial noise, reference noise, sampler noise).
+        callback: Called after every step with the blended state.
     """
-    sampling = module.sampling if sampling is None else sampling
-    reference = reference.to(module.device)
-    mask = _batch_mask(mask, reference)
-    schedule = module.sampling_schedule(sampling).to(reference.device)
-
-    def blend(step: SamplerStep) -> Tensor:
-        if step.t == 0:
-            kept = reference
-        else:
-            t = torch.full((reference.shape[0],), step.t - 1, dtype=torch.int64, device=reference.device)
-            noise = torch.randn(reference.shape, generator=generator, device=reference.device, dtype=reference.dtype)
-            kept = q_sample(schedule, reference, t, noise)
-        return mask * step.x + (1 - mask) * kept
-
-    return module.generate(
-        source, reference_pose, sampling=sampling, guidance=guidance, generator=generator, callback=blend
-    )
+    batch = {"source": source, "target_pose": reference_pose}
+    return inpaint(module, batch, reference, mask, sampling=sampling, guidance=guidance, generator=generator,
+                   callback=callback)
 
 
 def slerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
@@ -98,6 +153,7 @@ def interpolate_styles(
     sampling: SamplerSettings | None = None,
     guidance: PoseStyleGuidance | None = None,
     generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """``num_mixes`` images morphing from source A's appearance to source B's, all in ``pose`` (DDIM).
 
@@ -114,6 +170,7 @@ def interpolate_styles(
         sampling: Sampler settings; the sampler must be ``ddim`` with eta 0 (default: DDIM with the module's steps).
         guidance: Guidance settings (default: the module's).
         generator: Random generator on the module's device.
+        callback: Called after every denoising step.
 
     Returns:
         (num_mixes, C, H, W) in [-1, 1].
@@ -140,4 +197,5 @@ def interpolate_styles(
     poses = pose.expand(num_mixes, -1, -1, -1)
     null = module.null_texture(num_mixes, source_a) if module.needs_null_style(rule) else None
     variants = module.guidance_variants(rule, poses, texture, null)
-    return module.sample(variants, rule, x_T.shape, sampling=sampling, generator=generator, x_T=x_T).clamp(-1, 1)
+    return module.sample(variants, rule, x_T.shape, sampling=sampling, generator=generator, callback=callback,
+                         x_T=x_T).clamp(-1, 1)

@@ -15,24 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.seed import isolate_rng
 from tqdm.auto import tqdm
 
 from datamodules.image_sets import ImageSetFingerprint
 from lightning_modules.evaluation_io import TestOutputDir
+from lightning_modules.hparams_logging import log_to_hparams_view
 from lightning_modules.metrics import EvaluationConfig, EvaluationMetrics
-from lightning_modules.segmenter import load_segmenter
-
-
-def log_to_hparams_view(logger: Logger, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-    """Log a run's settings with its scores; TensorBoard shows them together in its HParams view."""
-    if isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(dict(params), dict(metrics))
-    else:
-        logger.log_hyperparams(dict(params))
-        logger.log_metrics(dict(metrics))
 
 
 def segmenter_hint(config: EvaluationConfig) -> str:
@@ -76,7 +66,12 @@ class EvaluationMixin:
         # Plain attributes, not submodules: metric networks stay out of checkpoints, DDP and precision casts.
         object.__setattr__(self, "test_outputs", outputs)
         config = self._run_evaluation_config()
-        segmenter = None if config.miou is None else load_segmenter(config.miou.segmenter)
+        segmenter = None
+        if config.miou is not None:
+            # segmentation_models_pytorch (with timm) takes 0.5 s to import; only an mIoU evaluation needs it.
+            from lightning_modules.segmenter import load_segmenter
+
+            segmenter = load_segmenter(config.miou.segmenter)
         real_images = None if fid_real_images is None else asdict(fid_real_images)
         metrics = EvaluationMetrics(config, self.device, real_images, segmenter)
         object.__setattr__(self, "test_metrics", metrics)

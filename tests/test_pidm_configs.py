@@ -12,9 +12,10 @@ from PIL import Image
 
 from datamodules.persons import PersonsSpec, generate_persons
 from experiments import fit
+from experiments.errors import CommandError
 from experiments.import_official import main as import_official
-from experiments.predict import load_model
 from experiments.predict import main as predict
+from lightning_modules.checkpoint_loading import load_diffusion_module
 from lightning_modules.nets.pidm_unet import PIDMUNet
 from lightning_modules.official.pidm import export_official_pidm, pidm_hparams_from_config
 from lightning_modules.pidm import PIDMLitModule, PoseStyleGuidance
@@ -44,8 +45,7 @@ def test_paper_settings(name):
     assert model["guidance"] == {"form": "disentangled", "w_pose": 2.0, "w_style": 2.0}
     assert (model["sampling"], model["clip_x0"]) == ({"sampler": "ddim", "steps": 100}, False)
     assert config["trainer"]["gradient_clip_val"] == 1.0 and config["data"]["init_args"]["batch_size"] == 8
-    ema = next(c for c in config["trainer"]["callbacks+"] if c["class_path"].endswith("DelayedEMA"))
-    assert ema["init_args"] == {"decay": 0.9999, "update_starting_at_step": 5000}
+    assert config["ema"]["init_args"] == {"decay": 0.9999, "update_starting_at_step": 5000}
     expected = {"deepfashion_256": [32, 16, 8], "deepfashion_512": [64, 32, 16], "market1501": [32, 16, 8]}[name]
     assert network["attention_resolutions"] == expected
 
@@ -93,14 +93,14 @@ def imported(tmp_path):
     weights = tmp_path / "last.pt"
     torch.save({"ema": export_official_pidm(net), "model": {}}, weights)
     (tmp_path / "config.json").write_text(json.dumps(OFFICIAL_TINY))
-    out = import_official(["pidm", "--weights", str(weights), "--config", str(tmp_path / "config.json"),
-                           "--out", str(tmp_path / "pidm.ckpt")])  # fmt: skip
+    out = import_official(["--family", "pidm", "--weights", str(weights),
+                           "--official_config", str(tmp_path / "config.json"), "--out", str(tmp_path / "pidm.ckpt")])
     return out, net.eval()
 
 
 def test_import_official_pidm_writes_a_checkpoint_predict_accepts(imported):
     ckpt, net = imported
-    module = load_model(ckpt)
+    module = load_diffusion_module(ckpt)
     assert isinstance(module, PIDMLitModule)
     # The official sampling: 100-step DDIM, style-only guidance with scale 2, x0 not clipped.
     assert (module.guidance, module.clip_x0) == (PoseStyleGuidance("style_only", scale=2.0), False)
@@ -141,7 +141,7 @@ def test_predict_pidm_modes(imported, tmp_path):
     mixes = predict([*common, "--edit", "interpolate", "--source", str(source), "--source2", str(other),
                      "--pose", str(poses / "p2.npy"), "--num_mixes", "3", "--out", str(tmp_path / "mix")])  # fmt: skip
     assert len(mixes) == 3 and all(p.is_file() for p in mixes)
-    with pytest.raises(SystemExit, match="--reference"):
+    with pytest.raises(CommandError, match="--reference"):
         predict([*common, "--edit", "appearance", "--source", str(source), "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError, match="p_bad.npy"):
         np.save(poses / "p_bad.npy", np.zeros((20, 8, 8), dtype=np.float32))
@@ -159,14 +159,14 @@ def test_predict_pidm_honours_num_samples_and_rejects_options_that_do_not_apply(
     assert [p.name for p in written] == ["a_to_p_s0.png", "a_to_p_s1.png"]
     assert not np.array_equal(np.array(Image.open(written[0])), np.array(Image.open(written[1])))
     # The checkpoint's form is style_only (weight: scale); another form starts from its own weights.
-    predict([*common, "--guidance", "disentangled", "--w_pose", "1.5", "--out", str(tmp_path / "disentangled")])
+    predict([*common, "--guidance.form", "disentangled", "--guidance.w_pose", "1.5",
+             "--out", str(tmp_path / "disentangled")])
     for extra, message in [
-        (["--guidance_scale", "2"], "not --guidance_scale"),
-        (["--w_pose", "3"], "'style_only' is weighted by scale; w_pose=3.0 does not apply"),
-        (["--guidance", "nested", "--scale", "3"], "scale=3.0 does not apply"),
+        (["--guidance.w_pose", "3"], "'style_only' is weighted by scale; w_pose=3.0 does not apply"),
+        (["--guidance.form", "nested", "--guidance.scale", "3"], "scale=3.0 does not apply"),
         (["--labels", str(tmp_path)], r"--labels is an option of SDM .* holds a PIDMLitModule"),
         (["--mask", str(pose)], "--mask does not apply to pose transfer"),
     ]:
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(CommandError, match=message):
             predict([*common, *extra, "--out", str(tmp_path / "rejected")])
     assert not (tmp_path / "rejected").exists()
