@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from offline_weights import write_lpips_alexnet, write_shapes_segmenter
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.fit import main as fit
 from experiments.test import main as run_test
 from lightning_modules.evaluation_io import TestOutputDir, named_noise
-from lightning_modules.metrics import WEIGHTS
 from lightning_modules.base import SamplerSettings
 from lightning_modules.sdm import SDMLitModule
-from lightning_modules.segmenter import SegmenterLitModule
 
 REPO = Path(__file__).parents[1]
 NUM_TEST = 5  # not a multiple of 2 processes x batch 2
@@ -37,17 +36,9 @@ def workspace(tmp_path_factory):
     """A folder with random LPIPS-AlexNet weights (as CONDIFF_WEIGHTS), a random shapes segmenter checkpoint and
     1-step tiny SDM and PIDM checkpoints trained on 16 px shapes and persons trees."""
     root = tmp_path_factory.mktemp("evaluation")
-    weights = root / "weights"
-    weights.mkdir()
     torch.manual_seed(0)
-    alexnet = torchvision.models.alexnet(weights=None).state_dict()
-    # The classifier is never used by LPIPS: one stored element expanded to its shape keeps the file small.
-    torch.save({name: torch.zeros(1).expand(value.shape) if name.startswith("classifier") else value
-                for name, value in alexnet.items()}, weights / WEIGHTS["lpips_alex"].name)
-    segmenter = SegmenterLitModule(num_classes=7, arch="Unet", encoder_name="resnet18", ignore_index=6,
-                                   model_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
-    torch.save({"state_dict": segmenter.state_dict(), "hyper_parameters": dict(segmenter.hparams)},
-               root / "segmenter.ckpt")
+    weights = write_lpips_alexnet(root / "weights").parent
+    write_shapes_segmenter(root / "segmenter.ckpt")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CONDIFF_WEIGHTS", str(weights))
         patch.setenv("TORCH_HOME", str(root / "torch_home"))

@@ -23,23 +23,44 @@ All ``update_*`` methods take images in [-1, 1], round them to uint8 like PNG fi
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import asdict
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from lightning_modules.metrics.appearance import AppearanceTransfer
 from lightning_modules.metrics.config import EvaluationConfig, LPIPSConfig
-from lightning_modules.metrics.distributed import process_rank, rank_zero_choice, sum_over_ranks
+from lightning_modules.metrics.distributed import (
+    process_rank,
+    rank_zero_choice,
+    sum_over_ranks,
+)
 from lightning_modules.metrics.fid import build_fid
-from lightning_modules.metrics.fid_stats import load_real_stats, real_stats_key, real_stats_path, save_real_stats
-from lightning_modules.metrics.lpips import build_lpips, lpips_diversity, stargan_v2_inputs
-from lightning_modules.metrics.image_conversion import resize_uint8, to_uint8, uint8_to_signed, uint8_to_unit
+from lightning_modules.metrics.fid_stats import (
+    load_real_stats,
+    real_stats_key,
+    real_stats_path,
+    save_real_stats,
+)
+from lightning_modules.metrics.image_conversion import (
+    resize_uint8,
+    to_uint8,
+    uint8_to_signed,
+    uint8_to_unit,
+)
+from lightning_modules.metrics.lpips import (
+    LPIPS_MIN_SIZE,
+    build_lpips,
+    lpips_diversity,
+    stargan_v2_inputs,
+)
 from lightning_modules.metrics.ssim import cropped_ssim
 
 
@@ -64,6 +85,7 @@ class EvaluationMetrics:
         self.real_images = real_images
         self.description: dict[str, object] = {}
         self.fid = self.lpips_model = self.lpips = self.ssim = self.segmenter = self.miou = self.appearance = None
+        self._warned_lpips_size = self._warned_ssim_window = False
         self._real_stats_ready = False
         if config.fid is not None:
             self._build_fid()
@@ -170,6 +192,7 @@ class EvaluationMetrics:
         size = self.config.lpips.resolution
         with torch.autocast(self.device.type, enabled=False):
             fake, target = (uint8_to_signed(resize_uint8(to_uint8(x), size)) for x in (fake, target))
+            fake, target = self._lpips_sized(fake), self._lpips_sized(target)
             self.lpips.update(self.lpips_model(fake, target).flatten())
 
     def update_lpips_diversity(self, samples: Tensor) -> None:
@@ -180,9 +203,26 @@ class EvaluationMetrics:
                              f"got {samples.shape[0]} (samples shaped (K, B, 3, H, W))")
         with torch.autocast(self.device.type, enabled=False):
             images = uint8_to_signed(resize_uint8(to_uint8(samples.flatten(0, 1)), cfg.resolution))
+            images = self._lpips_sized(images)
             if cfg.stargan_v2_preprocess:
                 images = stargan_v2_inputs(images)
             self.lpips.update(lpips_diversity(self.lpips_model, images.unflatten(0, samples.shape[:2])))
+
+    def _lpips_sized(self, images: Tensor) -> Tensor:
+        """``images`` upsampled (bilinear) to the LPIPS backbone's smallest input when a side is below it, with a
+        warning: at smoke-test sizes (16 px) the backbone would otherwise fail inside a pooling layer."""
+        minimum = LPIPS_MIN_SIZE[self.config.lpips.net]
+        height, width = images.shape[-2:]
+        if min(height, width) >= minimum:
+            return images
+        scale = minimum / min(height, width)
+        size = (math.ceil(height * scale), math.ceil(width * scale))
+        if not self._warned_lpips_size:
+            warnings.warn(f"LPIPS ({self.config.lpips.net}) needs images of at least {minimum} px per side; "
+                          f"{height}x{width} images are scored at {size[0]}x{size[1]} (bilinear). Set "
+                          "evaluation.lpips.resolution to choose the size.", stacklevel=3)
+            self._warned_lpips_size = True
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
     def _check_lpips_mode(self, mode: str) -> LPIPSConfig:
         if self.config.lpips.mode != mode:
@@ -195,8 +235,16 @@ class EvaluationMetrics:
         cfg = self.config.ssim
         fake, target = (uint8_to_unit(resize_uint8(to_uint8(x), cfg.resolution), torch.float64)
                         for x in (fake, target))
+        window, side = cfg.window, min(fake.shape[-2:])
+        if window > side:  # smoke-test sizes: the largest odd window that fits
+            window = side if side % 2 else side - 1
+            if not self._warned_ssim_window:
+                warnings.warn(f"SSIM window {cfg.window} does not fit {fake.shape[-2]}x{fake.shape[-1]} images; "
+                              f"scored with window {window}. Set evaluation.ssim.resolution or window to choose.",
+                              stacklevel=2)
+                self._warned_ssim_window = True
         with torch.autocast(self.device.type, enabled=False):
-            self.ssim.update(cropped_ssim(fake, target, cfg.window))
+            self.ssim.update(cropped_ssim(fake, target, window))
 
     @torch.no_grad()
     def update_miou(self, fake: Tensor, label: Tensor) -> None:
@@ -218,7 +266,14 @@ class EvaluationMetrics:
         """
         results = {}
         if self.fid is not None:
-            results["fid"] = self.fid.compute()
+            real, generated = (round(sum_over_ranks(count)) for count in (self.fid.real_features_num_samples,
+                                                                         self.fid.fake_features_num_samples))
+            if min(real, generated) < 2:  # a smoke test's single batch: the other scores are still worth having
+                warnings.warn(f"FID needs at least 2 real and 2 generated images, this run has {real} and "
+                              f"{generated}: fid is NaN", stacklevel=2)
+                results["fid"] = torch.tensor(float("nan"), device=self.device)
+            else:
+                results["fid"] = self.fid.compute()
             self.finish_real_stats()
         for name in ("lpips", "ssim", "miou"):
             metric: Metric | None = getattr(self, name)

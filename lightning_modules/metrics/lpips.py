@@ -27,6 +27,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STARGAN_V2_SIZE = 299
 
+# The smallest image side each LPIPS backbone accepts: below it a pooling layer of its deepest stage gets no input.
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16}
+
 
 def build_lpips(net: str = "alex", weights_dir: str | os.PathLike | None = None, offline: bool = False) -> lpips.LPIPS:
     """A frozen ``lpips.LPIPS`` (v0.1 heads) whose backbone comes from the weights directory.

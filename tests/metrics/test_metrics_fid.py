@@ -24,6 +24,16 @@ def real_images(count=3, root="/data/shapes", size=(32, 32)) -> dict:
     return asdict(ImageSetFingerprint.of_files(root, [f"{root}/test/{index}.png" for index in range(count)], size))
 
 
+def test_fid_of_a_single_generated_image_is_nan_with_a_warning_and_the_other_scores_stay(weights_dir, make_images):
+    images = make_images(3)
+    metrics = EvaluationMetrics.from_config({**fid_config(), "ssim": {"window": 7}})
+    metrics.update_fid(images[:1], real=images)
+    metrics.update_ssim(images[:1], images[:1])
+    with pytest.warns(UserWarning, match="FID needs at least 2 real and 2 generated images, this run has 3 and 1"):
+        results = metrics.compute()
+    assert torch.isnan(results["fid"]) and results["ssim"].item() == pytest.approx(1.0)
+
+
 @pytest.mark.slow
 def test_fid_zero_against_itself_positive_against_shifted(weights_dir, make_images):
     images = make_images(3)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lightning_modules.metrics import EvaluationMetrics, MissingWeightsError
+from lightning_modules.metrics.image_conversion import to_uint8, uint8_to_signed
 from lightning_modules.metrics.lpips import build_lpips, lpips_diversity
 from lightning_modules.metrics.weights import WEIGHTS, torch_hub_checkpoint
 
@@ -76,3 +77,14 @@ def test_holder_diversity_and_reconstruction(weights_dir, make_images):
 def test_missing_backbone_offline(tmp_path):
     with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
         build_lpips("alex", weights_dir=tmp_path, offline=True)
+
+
+def test_images_below_the_backbone_s_smallest_input_are_upsampled_with_a_warning(weights_dir, make_images):
+    small = torch.stack([make_images(2, 16, seed=s) for s in range(2)])  # (K=2, B=2, 3, 16, 16)
+    metrics = EvaluationMetrics.from_config({"fid": None, "lpips": {"mode": "diversity", "num_samples": 2}})
+    with pytest.warns(UserWarning, match=r"at least 31 px per side; 16x16 images are scored at 31x31"):
+        metrics.update_lpips_diversity(small)
+    quantised = uint8_to_signed(to_uint8(small.flatten(0, 1)))  # the metric scores 8-bit images
+    upsampled = torch.nn.functional.interpolate(quantised, size=(31, 31), mode="bilinear", align_corners=False)
+    expected = lpips_diversity(metrics.lpips_model, upsampled.unflatten(0, (2, 2))).mean()
+    assert metrics.compute()["lpips"] == pytest.approx(float(expected), rel=1e-5)

@@ -36,6 +36,16 @@ def test_holder_ssim_is_one_for_identical_images(make_images):
     np.testing.assert_allclose(metrics.compute()["ssim"].item(), 1.0, atol=1e-12)
 
 
+def test_holder_ssim_fits_the_window_to_smoke_test_images_with_a_warning(make_images):
+    metrics = EvaluationMetrics.from_config({"fid": None, "ssim": {"window": 51}})
+    fake, real = make_images(2, 16, seed=1), make_images(2, 16)
+    with pytest.warns(UserWarning, match="SSIM window 51 does not fit 16x16 images; scored with window 15"):
+        metrics.update_ssim(fake, real)
+    to_unit = lambda x: ((x + 1) * 127.5).round() / 255  # noqa: E731
+    expected = cropped_ssim(to_unit(fake).double(), to_unit(real).double(), window=15).mean()
+    np.testing.assert_allclose(metrics.compute()["ssim"].item(), expected.item(), rtol=1e-7)
+
+
 @pytest.fixture
 def miou_metrics(tmp_path):
     segmenter = SegmenterLitModule(num_classes=3, arch="Unet", encoder_name="resnet18", ignore_index=255,
