@@ -127,6 +127,7 @@ class PersonPairDataset(GuardedDataset):
         scale_augmentation: upper bound of the random up-scale ``s ~ U(0, scale_augmentation)`` before cropping back.
         flip_prob: probability of one horizontal flip applied jointly to both images and both rendered poses.
         on_bad_sample: ``"stop"`` or ``"skip"`` on an unreadable image or pose file.
+        pose_window: poses per target (odd): a still pair has one, so ``target_pose`` repeats it this many times.
     """
 
     def __init__(
@@ -140,8 +141,10 @@ class PersonPairDataset(GuardedDataset):
         scale_augmentation: float,
         flip_prob: float,
         on_bad_sample: BadSamplePolicy = "stop",
+        pose_window: int = 1,
     ) -> None:
         super().__init__(on_bad_sample)
+        self.pose_window = pose_window
         self.samples = samples
         self.image_size = image_size
         self.pose_encoding = pose_encoding
@@ -175,7 +178,7 @@ class PersonPairDataset(GuardedDataset):
             "source": source_image,
             "target": target_image,
             "source_pose": source_pose,
-            "target_pose": target_pose,
+            "target_pose": target_pose.repeat(self.pose_window, 1, 1),
             "source_path": source.name,
             "target_path": target.name,
         }
@@ -257,6 +260,8 @@ class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
         on_bad_sample: on an unreadable image or pose file, ``"stop"`` with an error naming it, or ``"skip"`` the
             pair with a warning naming it and serve the next pair instead.
+        pose_window: K (odd) poses per target, concatenated on channels, centred on the target frame (DreamPose
+            uses 5 consecutive video poses); still-image pairs repeat the target's one pose K times.
     """
 
     #: Native width / height of the dataset's photos, used with ``keep_aspect``.
@@ -277,10 +282,14 @@ class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
         pin_memory: bool = True,
         persistent_workers: bool = False,
         on_bad_sample: BadSamplePolicy = "stop",
+        pose_window: int = 1,
     ) -> None:
         super().__init__()
         if pose_encoding not in POSE_CHANNELS:
             raise ValueError(f"unknown pose_encoding {pose_encoding!r}; choose one of {sorted(POSE_CHANNELS)}")
+        if pose_window < 1 or pose_window % 2 == 0:
+            raise ValueError(f"pose_window must be odd and at least 1 (poses centred on the target), got {pose_window}")
+        self.pose_window = pose_window
         self.root = Path(root)
         width = round(image_size * self.native_aspect) if keep_aspect else image_size
         self.image_size = (image_size, width)
@@ -295,8 +304,8 @@ class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
 
     @property
     def pose_channels(self) -> int:
-        """Number of pose channels per image (20 for ``official20``, 18 for ``heatmap18``)."""
-        return POSE_CHANNELS[self.pose_encoding]
+        """Pose channels per target: ``pose_window`` x (20 for ``official20``, 18 for ``heatmap18``)."""
+        return self.pose_window * POSE_CHANNELS[self.pose_encoding]
 
     @abstractmethod
     def read_pairs(self, split: Split) -> list[PairSample]:
@@ -319,6 +328,7 @@ class PersonPairDataModule(DataLoaderSettings, pl.LightningDataModule, ABC):
             "scale_augmentation": self.scale_augmentation,
             "flip_prob": self.flip_prob,
             "on_bad_sample": self.on_bad_sample,
+            "pose_window": self.pose_window,
         }
 
     def make_dataset(self, split: Split) -> PersonPairDataset:

@@ -41,6 +41,7 @@ DATA_TO_MODEL: tuple[tuple[str, str], ...] = (
     ("num_classes", "num_classes"),  # SDM one-hot width, segmenter classes
     ("has_instances", "instance_edges"),  # SDM instance-edge channel
     ("pose_channels", "pose_channels"),  # PIDM pose channels
+    ("pose_window", "pose_window"),  # PIDM poses per target (their channels concatenated)
 )
 # (top-level config section, callback class): callbacks configured outside trainer.callbacks (module docstring).
 NAMED_CALLBACKS: tuple[tuple[str, type[Callback]], ...] = (("ema", DelayedEMA), ("sample_grid", SampleGridLogger))

@@ -216,7 +216,7 @@ def save_images(images: Tensor, paths: Sequence[Path]) -> list[Path]:
 def report_outputs(paths: Sequence[Path], out: Path) -> None:
     """Print what was written, and where."""
     shown = ", ".join(p.name for p in paths[:6]) + (f", ... ({len(paths)} in total)" if len(paths) > 6 else "")
-    print(f"wrote {len(paths)} image{'s' if len(paths) != 1 else ''} to {out}: {shown}")
+    print(f"wrote {len(paths)} file{'s' if len(paths) != 1 else ''} to {out}: {shown}")
 
 
 class DenoisingProgress:

@@ -48,16 +48,20 @@ def read_image(path: Path, size: tuple[int, int]) -> Tensor:
     return torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0).unsqueeze(0)
 
 
+def render_for_model(keypoints: np.ndarray, size: tuple[int, int], pose_channels: int, sigma: float) -> Tensor:
+    """Image-frame keypoints (18, 2) rendered as (1, P, H, W) with the encoding of the model's ``pose_channels``."""
+    encoding = {channels: name for name, channels in POSE_CHANNELS.items()}.get(pose_channels)
+    if encoding is None:
+        raise ValueError(f"the model takes {pose_channels} pose channels; no keypoint encoding renders that many")
+    return render_pose(keypoints, size[0], size[1], encoding, sigma).unsqueeze(0)
+
+
 def read_pose(path: Path, size: tuple[int, int], pose_channels: int, sigma: float) -> Tensor:
     """A pose file as (1, P, H, W): txt keypoints rendered for the model, or a saved tensor checked against it."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        encoding = {channels: name for name, channels in POSE_CHANNELS.items()}.get(pose_channels)
-        if encoding is None:
-            raise ValueError(f"the model takes {pose_channels} pose channels; no keypoint encoding renders that many")
-        keypoints = transform_keypoints(load_keypoints_txt(path), size)
-        pose = render_pose(keypoints, size[0], size[1], encoding, sigma)
-    elif suffix in (".pt", ".npy"):
+        return render_for_model(transform_keypoints(load_keypoints_txt(path), size), size, pose_channels, sigma)
+    if suffix in (".pt", ".npy"):
         if not path.is_file():
             raise FileNotFoundError(f"pose file not found: {path}")
         loaded = torch.load(path, map_location="cpu", weights_only=True) if suffix == ".pt" else np.load(path)
@@ -124,8 +128,8 @@ def predict_pidm(model: PIDMLitModule, options: PredictOptions, sampling: Sample
     source = read_image(options.source, size)
     sigma = DEFAULT_HEATMAP_SIGMA if options.heatmap_sigma is None else options.heatmap_sigma
 
-    def pose(path: Path) -> Tensor:
-        return read_pose(path, size, model.pose_channels, sigma)
+    def pose(path: Path) -> Tensor:  # a still pose fills the model's whole pose window
+        return read_pose(path, size, model.pose_channels // model.pose_window, sigma).repeat(1, model.pose_window, 1, 1)
 
     if options.edit == "appearance":
         _require(options, "reference", "reference_pose", "mask")

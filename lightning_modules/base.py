@@ -391,6 +391,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
+        shared_noise: bool = False,
     ) -> Tensor:
         """Run ``sampling.sampler`` over the respaced schedule with all guidance variants in one network call.
 
@@ -402,6 +403,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
             generator: Random generator on this module's device (initial noise and sampler noise).
             callback: Called after every denoising step.
             x_T: Initial noise of ``shape`` (default: drawn from ``generator``), e.g. interpolated noises.
+            shared_noise: The same per-step sampler noise for every image (see ``diffusion.samplers``).
         """
         schedule = self.sampling_schedule(sampling)
         if x_T is None:
@@ -417,6 +419,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
             eta=sampling.eta,
             callback=callback,
             generator=generator,
+            shared_noise=shared_noise,
         )
 
     @torch.no_grad()
@@ -429,6 +432,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
+        shared_noise: bool = False,
     ) -> Tensor:
         """One image (B, C, H, W) in [-1, 1] per example of ``batch``.
 
@@ -439,11 +443,12 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
             generator: Random generator on this module's device (initial noise and sampler noise).
             callback: Called after every denoising step (may return a replacement state).
             x_T: Initial noise (default: drawn from ``generator``).
+            shared_noise: The same per-step sampler noise for every image of the batch.
         """
         on_device = {key: value.to(self.device) if isinstance(value, Tensor) else value for key, value in batch.items()}
         variants, rule, shape = self.guided_conditions(on_device, guidance)
         return self.sample(variants, rule, shape, sampling=self.sampling if sampling is None else sampling,
-                           generator=generator, callback=callback, x_T=x_T).clamp(-1, 1)
+                           generator=generator, callback=callback, x_T=x_T, shared_noise=shared_noise).clamp(-1, 1)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         generator = torch.Generator(device=self.device).manual_seed(derived_seed(self.sampling.seed, batch_idx))

@@ -145,7 +145,9 @@ class PIDMLitModule(DiffusionLitModule):
     per step, and the texture features of the batch and of the null image are computed once per batch.
 
     Args:
-        pose_channels: Channels of the pose tensor (20 official, 18 heatmaps).
+        pose_channels: Channels of the pose tensor (20 official, 18 heatmaps; times ``pose_window``).
+        pose_window: Poses per target concatenated on channels (odd; linked from the DataModule like
+            ``pose_channels``): predict and animate render that many poses around each target.
         network: The noise predictor's and texture encoder's architecture.
         guidance: Guidance of grids, ``predict`` and the test command.
         condition_drop_prob: η, the condition-dropout probability (see :func:`condition_keep_masks`).
@@ -158,6 +160,7 @@ class PIDMLitModule(DiffusionLitModule):
     def __init__(
         self,
         pose_channels: int = 20,
+        pose_window: int = 1,
         network: PIDMUNetConfig = PIDMUNetConfig(),
         guidance: PoseStyleGuidance = PoseStyleGuidance(),
         condition_drop_prob: float = 0.1,
@@ -169,6 +172,9 @@ class PIDMLitModule(DiffusionLitModule):
                 f"PIDMLitModule needs pose_channels >= 1, got {pose_channels}; it is linked from the DataModule's "
                 "pose_channels (or set model.init_args.pose_channels)"
             )
+        if pose_window < 1 or pose_window % 2 == 0 or pose_channels % pose_window:
+            raise ValueError(f"pose_window must be odd, at least 1 and divide pose_channels ({pose_channels}), got "
+                             f"{pose_window}")
         if condition_dropout not in get_args(DropoutMode):
             raise ValueError(
                 f"unknown condition_dropout {condition_dropout!r}; choose one of {get_args(DropoutMode)}"
@@ -178,6 +184,7 @@ class PIDMLitModule(DiffusionLitModule):
         self.save_hyperparameters(ignore=list(TEST_OPTIONS))
         self.image_channels = network.image_channels
         self.pose_channels = pose_channels
+        self.pose_window = pose_window
         self.condition_drop_prob = condition_drop_prob
         self.condition_dropout = condition_dropout
         self.guidance = settings(PoseStyleGuidance, guidance)
@@ -247,11 +254,12 @@ class PIDMLitModule(DiffusionLitModule):
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
+        shared_noise: bool = False,
     ) -> Tensor:
         """Images (B, C, H, W) in [-1, 1] of the sources' (B, C, H, W) persons in the poses (B, P, H, W) (see
         :meth:`generate_batch`)."""
         return self.generate_batch({"source": source, "target_pose": pose}, sampling=sampling, guidance=guidance,
-                                   generator=generator, callback=callback, x_T=x_T)
+                                   generator=generator, callback=callback, x_T=x_T, shared_noise=shared_noise)
 
     def guided_conditions(
         self, batch: Mapping[str, Any], guidance: PoseStyleGuidance | None = None, net: nn.Module | None = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import re
 import shlex
@@ -156,7 +157,7 @@ COMMANDS = [command for document in DOCUMENTS for command in documented_commands
 def test_the_docs_show_commands_of_every_entry_point():
     modules = {shlex.split(command.text)[2] for command in COMMANDS if command.text.startswith("python -m ")}
     assert {"experiments.fit", "experiments.test", "experiments.predict", "experiments.import_official",
-            "experiments.benchmark"} <= modules
+            "experiments.benchmark", "experiments.animate"} <= modules
     assert len(COMMANDS) > 40
 
 
@@ -339,6 +340,12 @@ def workspace(tmp_path_factory) -> Workspace:
                           (root / "ref.txt", 2), (root / "pose.txt", 3)):
         path.parent.mkdir(exist_ok=True)
         save_keypoints_txt(path, to_txt_frame(person_trees.skeleton(size, variant), size))
+    for frame in range(3):  # dance/: an OpenPose JSON sequence
+        points = person_trees.skeleton(size, frame)
+        flat = [value for x, y in points for value in (float(x), float(y), 0.0 if x < 0 else 0.9)]
+        (root / "dance").mkdir(exist_ok=True)
+        (root / "dance" / f"frame_{frame}.json").write_text(json.dumps(
+            {"people": [{"pose_keypoints_2d": flat}], "canvas_height": size[0], "canvas_width": size[1]}))
     # Official-format SDM weights for ADE20K's 151 classes (tiny, random), and the official PIDM fixture.
     flags = {"image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
              "attention_resolutions": "8", "num_head_channels": 32, "num_classes": 151, "no_instance": True,

@@ -199,7 +199,7 @@ def test_sdm_edit_regenerates_only_the_region_and_keeps_the_photo_elsewhere(tmp_
     result, original = read_rgb(written[0]), read_rgb(photo)
     assert np.array_equal(result[:, :4], original[:, :4])  # kept exactly outside the region
     assert not np.array_equal(result[:, 4:], original[:, 4:])  # regenerated inside
-    assert "wrote 1 image to" in capsys.readouterr().out
+    assert "wrote 1 file to" in capsys.readouterr().out
 
 
 def test_sdm_edit_options_must_come_together(tmp_path, checkpoint):

@@ -1,10 +1,12 @@
 """Reverse-process samplers sharing one signature.
 
 ``sampler(denoise, x_T, schedule, *, clip_x0=True, variance="learned_range", eta=0.0, callback=None,
-generator=None) -> x_0``. Each walks the given (possibly respaced) schedule from its last step down to step 0,
-calling ``denoise(x, schedule.timesteps[t])`` once per step; only the first ``x_T.shape[1]`` output channels are
-used as ε̂. After every step ``callback(SamplerStep(...))`` runs; if it returns a tensor, that tensor replaces x
-(e.g. an inpainting blend with a noised reference, at the noise level of step t − 1).
+generator=None, shared_noise=False) -> x_0``. Each walks the given (possibly respaced) schedule from its last step
+down to step 0, calling ``denoise(x, schedule.timesteps[t])`` once per step; only the first ``x_T.shape[1]``
+output channels are used as ε̂. After every step ``callback(SamplerStep(...))`` runs; if it returns a tensor, that
+tensor replaces x (e.g. an inpainting blend with a noised reference, at the noise level of step t − 1). With
+``shared_noise`` every image of the batch gets the same per-step noise (one draw of shape (1, C, H, W) per step:
+frames of an animation that should not flicker, given the same x_T too); the draws do not depend on the batch size.
 """
 
 import math
@@ -43,7 +45,9 @@ class SamplerStep(NamedTuple):
 StepCallback = Callable[[SamplerStep], Tensor | None]
 
 
-def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+def _noise_like(x: Tensor, generator: torch.Generator | None, shared: bool = False) -> Tensor:
+    if shared:
+        return torch.randn((1, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype).expand_as(x)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
@@ -69,6 +73,7 @@ def ddpm(
     eta: float = 0.0,
     callback: StepCallback | None = None,
     generator: torch.Generator | None = None,
+    shared_noise: bool = False,
 ) -> Tensor:
     """Ancestral sampling from p(x_{t−1} | x_t) with the model's variance; no noise is added at the last step."""
     _require_no_eta("ddpm", eta)
@@ -81,7 +86,7 @@ def ddpm(
         )
         x = pred.mean
         if i > 0:
-            x = x + torch.exp(0.5 * pred.log_variance) * _noise_like(x, generator)
+            x = x + torch.exp(0.5 * pred.log_variance) * _noise_like(x, generator, shared_noise)
         x = _run_callback(callback, SamplerStep(step, i, x, pred.pred_x0))
     return x
 
@@ -96,6 +101,7 @@ def ddim(
     eta: float = 0.0,
     callback: StepCallback | None = None,
     generator: torch.Generator | None = None,
+    shared_noise: bool = False,
 ) -> Tensor:
     """DDIM: x_prev = √ᾱ_prev·x̂0 + √(1 − ᾱ_prev − σ²)·ε + σ·z, σ = η·√((1 − ᾱ_prev)/(1 − ᾱ))·√(1 − ᾱ/ᾱ_prev).
 
@@ -119,7 +125,7 @@ def ddim(
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
         x = pred_x0 * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
         if eta > 0 and i > 0:
-            x = x + sigma * _noise_like(x, generator)
+            x = x + sigma * _noise_like(x, generator, shared_noise)
         x = _run_callback(callback, SamplerStep(step, i, x, pred_x0))
     return x
 
@@ -134,6 +140,7 @@ def dpmpp_2m(
     eta: float = 0.0,
     callback: StepCallback | None = None,
     generator: torch.Generator | None = None,
+    shared_noise: bool = False,
 ) -> Tensor:
     """DPM-Solver++(2M): second-order multistep solver of the diffusion ODE in data prediction.
 
@@ -141,7 +148,8 @@ def dpmpp_2m(
     (equal to DDIM), the following ones extrapolate x̂0 from the last two predictions, and the final step
     returns x̂0 of step 0. The update into index 0 is first order as well ("lower order final"): over an evenly
     strided respacing its log-SNR step is several times the previous one, and the 2M extrapolation would then
-    overshoot (the global error stays second order). Deterministic: ``eta`` must be 0 and ``generator`` is unused.
+    overshoot (the global error stays second order). Deterministic: ``eta`` must be 0; ``generator`` and
+    ``shared_noise`` are unused.
     """
     _require_no_eta("dpmpp_2m", eta)
     alphas_cumprod = schedule.alphas_cumprod.tolist()

@@ -126,3 +126,18 @@ def test_part_labels_need_a_persons_image_path():
     assert parse_image_name("img/id_00360/05.png") == (360, 5)
     with pytest.raises(ValueError, match="photo.jpg is not a persons image path"):
         parse_image_name("img/photo.jpg")
+
+
+def test_a_pose_window_repeats_a_still_target_pose_on_channels(tmp_path):
+    options = dict(image_size=16, num_identities=4, poses_per_identity=3, test_fraction=0.25, seed=3, batch_size=2,
+                   num_workers=0, pin_memory=False)
+    single = PersonsDataModule(str(tmp_path / "persons"), **options)
+    window = PersonsDataModule(str(tmp_path / "persons"), pose_window=3, **options)
+    for module in (single, window):
+        module.prepare_data()
+        module.setup("test")
+    assert (single.pose_channels, window.pose_channels) == (20, 60)
+    one, three = single.datasets["test"][0]["target_pose"], window.datasets["test"][0]["target_pose"]
+    assert three.shape == (60, 16, 16) and torch.equal(three, one.repeat(3, 1, 1))
+    with pytest.raises(ValueError, match="pose_window must be odd"):
+        PersonsDataModule(str(tmp_path / "persons"), pose_window=2, **options)
