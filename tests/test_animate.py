@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from datamodules.image_files import read_rgb
+from datamodules.keypoints import save_keypoints_txt, to_txt_frame
 from datamodules.video_files import write_gif, write_mp4
 from experiments.animate import main as animate
 from experiments.animate import nearest_source, pose_windows
@@ -23,7 +24,7 @@ from lightning_modules.diffusion.schedule import DiffusionSchedule
 from lightning_modules.metrics.temporal import mean_frame_difference
 
 sys.path.insert(0, str(Path(__file__).parent / "datamodules"))
-from person_trees import skeleton, write_image  # noqa: E402
+from person_trees import skeleton, skeleton_photo, write_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,3 +168,27 @@ def test_a_pose_window_model_trains_predicts_and_animates(workspace, tmp_path):
     predict(["--ckpt_path", str(checkpoint), "--source", str(workspace / "person.jpg"), "--poses", str(pose_file),
              "--out", str(tmp_path / "predicted"), "--steps", "2", "--accelerator", "cpu"])
     assert len(list((tmp_path / "predicted").glob("*.png"))) == 1
+
+
+def test_subject_fine_tuning_starts_from_the_checkpoint_and_animate_uses_the_result(workspace, tmp_path):
+    subject = tmp_path / "subject"
+    for variant, name in enumerate(["front", "side"]):
+        points = skeleton((64, 44), variant)
+        write_image(subject / f"{name}.jpg", skeleton_photo(points, (64, 44)))
+        save_keypoints_txt(subject / f"{name}.txt", to_txt_frame(points, (64, 44)))
+    trained = workspace / "runs/pidm_persons/version_0/checkpoints/last.ckpt"
+    fit(["--config", str(REPO / "configs/pidm/persons.yaml"),
+         "--config", str(REPO / "configs/pidm/finetune_subject.yaml"),
+         "--config", str(REPO / "configs/debug/tiny_pidm.yaml"), f"--data.init_args.root={subject}",
+         f"--model.init_args.init_from={trained}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+         "--trainer.max_steps=2"])
+    run = tmp_path / "runs/pidm_subject/version_0"
+    assert len(list((run / "images" / "val").glob("*.png"))) == 1  # a grid of the subject's pairs at step 2
+    tuned = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert tuned["global_step"] == 2 and tuned["hyper_parameters"]["lr"] == pytest.approx(2e-5)
+    start = torch.load(trained, map_location="cpu", weights_only=False)["state_dict"]
+    assert all((tuned["state_dict"][name] - start[name]).abs().max() < 1e-3 for name in start if name.startswith("net."))
+    animate([str(run / "checkpoints/last.ckpt") if arg.endswith("last.ckpt") else arg
+             for arg in animate_args(workspace, "subject_animation")] + ["--source", str(subject / "side.jpg"),
+             "--source_poses", str(subject / "front.txt"), "--source_poses", str(subject / "side.txt"), "--steps", "2"])
+    assert len(frames(workspace / "subject_animation")) == 5

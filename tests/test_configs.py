@@ -46,12 +46,16 @@ CONFIG_GROUPS: dict[str, tuple[TreeBuilder, list[str]]] = {
 CASES = [(path, group) for pattern, group in CONFIG_GROUPS.items() for path in sorted(REPO.glob(pattern))]
 
 
+# Overlays that go on any experiment of their family, tested on this one.
+OVERLAY_BASES = {"finetune_subject.yaml": "persons.yaml"}
+
+
 def config_stack(path: Path) -> list[Path]:
     """The config files that make ``path`` runnable, base first."""
     config = yaml.safe_load(path.read_text())
     if "class_path" in config.get("model", {}):
         return [path]
-    base = path.with_name(path.stem.removesuffix("_cfg_finetune") + path.suffix)
+    base = path.with_name(OVERLAY_BASES.get(path.name, path.stem.removesuffix("_cfg_finetune") + path.suffix))
     if base == path or not base.is_file():
         raise ValueError(f"{path} is an overlay (no model.class_path) but its base {base} does not exist")
     return [*config_stack(base), path]

@@ -340,6 +340,10 @@ def workspace(tmp_path_factory) -> Workspace:
                           (root / "ref.txt", 2), (root / "pose.txt", 3)):
         path.parent.mkdir(exist_ok=True)
         save_keypoints_txt(path, to_txt_frame(person_trees.skeleton(size, variant), size))
+    for variant, name in enumerate(("front", "side")):  # my_subject/: photos with their txt poses
+        points = person_trees.skeleton(size, variant)
+        person_trees.write_image(root / "my_subject" / f"{name}.jpg", person_trees.skeleton_photo(points, size))
+        save_keypoints_txt(root / "my_subject" / f"{name}.txt", to_txt_frame(points, size))
     for frame in range(3):  # dance/: an OpenPose JSON sequence
         points = person_trees.skeleton(size, frame)
         flat = [value for x, y in points for value in (float(x), float(y), 0.0 if x < 0 else 0.9)]
