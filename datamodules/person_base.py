@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,10 @@ class PosedImage(ABC):
     ) -> np.ndarray:
         """Keypoints ``(18, 2)`` for the photo (stored at ``native_size``) resized to ``image_size``, then
         optionally up-scaled to ``scale_size`` and cropped at ``crop`` = (x, y)."""
+
+    def neighbour(self, offset: int) -> PosedImage:
+        """The posed frame ``offset`` frames away in its video (for pose windows); a still photo is its own."""
+        return self
 
 
 @dataclass(frozen=True)
@@ -173,12 +178,14 @@ class PersonPairDataset(GuardedDataset):
             source, target = target, source
         flip = self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob
         source_image, source_pose = self._load(source, flip, generator)
-        target_image, target_pose = self._load(target, flip, generator)
+        half = self.pose_window // 2
+        window = [target.neighbour(offset) for offset in range(-half, half + 1)]
+        target_image, target_pose = self._load(target, flip, generator, window)
         return {
             "source": source_image,
             "target": target_image,
             "source_pose": source_pose,
-            "target_pose": target_pose.repeat(self.pose_window, 1, 1),
+            "target_pose": target_pose,
             "source_path": source.name,
             "target_path": target.name,
         }
@@ -193,8 +200,10 @@ class PersonPairDataset(GuardedDataset):
         return (scale_height, scale_width), (crop_x, crop_y)
 
     def _load(
-        self, posed: PosedImage, flip: bool, generator: torch.Generator | None
+        self, posed: PosedImage, flip: bool, generator: torch.Generator | None, window: Sequence[PosedImage] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and its pose; with a ``window`` of posed frames (``posed`` among them), their poses rendered
+        under the same geometry and concatenated on channels (a still photo's window repeats its one pose)."""
         height, width = self.image_size
         image = read_rgb(posed.image_path)
         native_size = image.shape[:2]
@@ -202,11 +211,19 @@ class PersonPairDataset(GuardedDataset):
             # PIL's antialiased bicubic, as the official data preparation and evaluation GT use.
             image = np.array(Image.fromarray(image).resize((width, height), Image.BICUBIC))
         scale_size, crop = self._random_geometry(generator) if self.scale_augmentation > 0 else (None, (0, 0))
-        keypoints = posed.keypoints(native_size, self.image_size, scale_size, crop)
         if scale_size is not None:
             image = album_geometric.resize(image, scale_size, cv2.INTER_CUBIC)
             image = album_crops.crop(image, crop[0], crop[1], crop[0] + width, crop[1] + height)
-        pose = render_pose(keypoints, height, width, self.pose_encoding, self.heatmap_sigma)
+
+        def render(frame: PosedImage) -> torch.Tensor:
+            keypoints = frame.keypoints(native_size, self.image_size, scale_size, crop)
+            return render_pose(keypoints, height, width, self.pose_encoding, self.heatmap_sigma)
+
+        pose = render(posed)
+        if window and any(frame is not posed for frame in window):
+            pose = torch.cat([pose if frame is posed else render(frame) for frame in window])
+        elif window:
+            pose = pose.repeat(len(window), 1, 1)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
         if flip:
             # Flipped as rendered pixels, as the official loader does; rendering mirrored keypoints instead would
