@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from jsonargparse import ActionConfigFile
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -43,9 +42,17 @@ from datamodules.pose_sequences import PoseSequence, fill_missing, load_pose_seq
 from datamodules.seeds import derived_seed
 from datamodules.video_files import write_gif, write_mp4
 from experiments.checkpoint_checks import require_checkpoint_file
-from experiments.errors import CommandError, command_parser, parse_args, run_main
-from experiments.predict import GuidanceOverride, check_free, device_for, report_outputs, sampler_settings
-from experiments.predict_pidm import DEFAULT_HEATMAP_SIGMA, read_image, render_for_model
+from experiments.errors import CommandError, parse_dataclass_options, run_main
+from experiments.predict import (
+    GuidanceOverride,
+    check_counts,
+    check_free,
+    check_sampler_options,
+    device_for,
+    report_outputs,
+    sampler_settings,
+)
+from experiments.predict_pidm import DEFAULT_HEATMAP_SIGMA, guidance_override, read_image, render_for_model
 from lightning_modules.base import SamplerName, SamplerSettings
 from lightning_modules.checkpoint_loading import load_diffusion_module
 from lightning_modules.metrics.image_conversion import to_uint8
@@ -107,11 +114,8 @@ class AnimateOptions:
 
 def parse_options(argv: Sequence[str] | None = None) -> AnimateOptions:
     """The options of a command line (``argv``; default ``sys.argv[1:]``)."""
-    parser = command_parser("python -m experiments.animate", __doc__)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
-    parser.add_class_arguments(AnimateOptions, nested_key=None, as_group=False)
-    namespace = parser.instantiate(parse_args(parser, repeatable(sys.argv[1:] if argv is None else list(argv))))
-    return AnimateOptions(**{item.name: getattr(namespace, item.name) for item in fields(AnimateOptions)})
+    return parse_dataclass_options(AnimateOptions, "python -m experiments.animate", __doc__,
+                                   repeatable(sys.argv[1:] if argv is None else list(argv)))
 
 
 REPEATABLE = ("--source", "--source_poses")
@@ -125,14 +129,11 @@ def repeatable(argv: list[str]) -> list[str]:
 
 def check_options(options: AnimateOptions) -> None:
     """Everything that can be checked before the checkpoint is loaded; raises :class:`CommandError`."""
-    for name, minimum in (("steps", 1), ("batch_size", 1), ("max_gap", 0)):
-        value = getattr(options, name)
-        if value is not None and value < minimum:
-            raise CommandError(f"--{name} must be at least {minimum}, got {value}")
-    if options.fps <= 0 or options.smooth < 0:
-        raise CommandError(f"--fps must be positive and --smooth non-negative, got {options.fps} and {options.smooth}")
-    if options.eta is not None and (options.eta < 0 or (options.eta > 0 and options.sampler not in (None, "ddim"))):
-        raise CommandError(f"--eta {options.eta}: a non-negative eta applies to the ddim sampler only")
+    check_counts(options, ["batch_size"])
+    check_sampler_options(options)
+    if options.fps <= 0 or options.smooth < 0 or (options.max_gap is not None and options.max_gap < 0):
+        raise CommandError(f"--fps must be positive, --smooth and --max_gap non-negative, got {options.fps}, "
+                           f"{options.smooth} and {options.max_gap}")
     require_checkpoint_file(options.ckpt_path)
     for path in [*options.source, options.poses, *(options.source_poses or [])]:
         if not path.exists():
@@ -226,11 +227,7 @@ def run(options: AnimateOptions) -> list[Path]:
         raise CommandError(f"{options.ckpt_path} holds a {type(model).__name__}; animate needs a PIDM (pose-guided "
                            "persons) checkpoint, not an SDM (semantic layouts) one")
     sampling = sampler_settings(model, options)
-    override = options.guidance
-    try:
-        guidance = model.guidance.override(override.form, override.w_pose, override.w_style, override.scale)
-    except ValueError as error:
-        raise CommandError(f"--guidance: {error}") from None
+    guidance = guidance_override(model, options.guidance)
     size = tuple(options.size) if options.size else (model.net.config.image_size, model.net.config.image_size)
     sequence = pose_sequence(options, size)
     count = len(sequence)

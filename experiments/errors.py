@@ -15,10 +15,11 @@ import re
 import sys
 from argparse import ArgumentError, RawDescriptionHelpFormatter
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from jsonargparse import ArgumentParser, DefaultHelpFormatter, Namespace
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, Namespace
 
 from callbacks.nonfinite_guard import NonFiniteLossError
 from datamodules.bad_samples import BadSampleError
@@ -27,6 +28,7 @@ from experiments.checkpoint_io import CorruptCheckpointError
 from experiments.quiet import silence_third_party_noise
 from lightning_modules.metrics.weights import MissingWeightsError
 
+T = TypeVar("T")
 DEBUG_ENV = "CONDIFF_DEBUG"
 OWN_PACKAGES = frozenset({"callbacks", "datamodules", "experiments", "lightning_modules"})
 # How torch re-raises an error of a DataLoader worker process: the original traceback inside the message.
@@ -72,6 +74,18 @@ class HelpFormatter(DefaultHelpFormatter, RawDescriptionHelpFormatter):
 def command_parser(prog: str, description: str | None) -> ArgumentParser:
     """The parser of a condiff command: ``--config`` files, typed help, no abbreviated option names."""
     return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, allow_abbrev=False)
+
+
+def parse_dataclass_options(
+    options_class: type[T], prog: str, description: str | None, argv: Sequence[str] | None
+) -> T:
+    """The ``options_class`` dataclass from a command line (``argv``; default ``sys.argv[1:]``), with ``--config``
+    files, typed help from its docstring and :func:`parse_args`' one-line mistakes."""
+    parser = command_parser(prog, description)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
+    parser.add_class_arguments(options_class, nested_key=None, as_group=False)
+    namespace = parser.instantiate(parse_args(parser, None if argv is None else list(argv)))
+    return options_class(**{item.name: getattr(namespace, item.name) for item in fields(options_class)})
 
 
 def parse_args(parser: ArgumentParser, args: Sequence[str] | None = None) -> Namespace:

@@ -32,7 +32,7 @@ under ``--poses`` (and in docs/pidm.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +40,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -50,7 +50,7 @@ from datamodules.image_files import read_rgb, write_png
 from datamodules.seeds import derived_seed
 from datamodules.semantic_files import IMAGE_SUFFIXES, read_index_map
 from experiments.checkpoint_checks import require_checkpoint_file
-from experiments.errors import CommandError, command_parser, parse_args, run_main
+from experiments.errors import CommandError, parse_dataclass_options, run_main
 from lightning_modules.base import DiffusionLitModule, SamplerName, SamplerSettings
 from lightning_modules.checkpoint_loading import load_diffusion_module
 from lightning_modules.editing import inpaint
@@ -153,22 +153,29 @@ class PredictOptions:
 
 
 def parse_options(argv: Sequence[str] | None = None) -> PredictOptions:
-    """The command line (and ``--config`` files) as :class:`PredictOptions`."""
-    parser = command_parser("python -m experiments.predict", __doc__)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
-    parser.add_class_arguments(PredictOptions, nested_key=None, as_group=False)
-    namespace = parser.instantiate(parse_args(parser, None if argv is None else list(argv)))
-    return PredictOptions(**{item.name: getattr(namespace, item.name) for item in fields(PredictOptions)})
+    """The options of a command line (``argv``; default ``sys.argv[1:]``)."""
+    return parse_dataclass_options(PredictOptions, "python -m experiments.predict", __doc__, argv)
+
+
+def check_counts(options: Any, names: Sequence[str]) -> None:
+    """Stop when one of the counting options ``names`` of ``options`` is given below 1."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise CommandError(f"--{name} must be at least 1, got {value}")
+
+
+def check_sampler_options(options: Any) -> None:
+    """``--steps`` and ``--eta`` of predict-like ``options``, before any checkpoint is loaded."""
+    check_counts(options, ["steps"])
+    if options.eta is not None and (options.eta < 0 or (options.eta > 0 and options.sampler not in (None, "ddim"))):
+        raise CommandError(f"--eta {options.eta}: a non-negative eta applies to the ddim sampler only")
 
 
 def check_options(options: PredictOptions) -> None:
     """Everything that can be checked before the checkpoint is loaded; raises :class:`CommandError`."""
-    for name in ("steps", "num_samples", "batch_size", "num_mixes"):
-        value = getattr(options, name)
-        if value is not None and value < 1:
-            raise CommandError(f"--{name} must be at least 1, got {value}")
-    if options.eta is not None and (options.eta < 0 or (options.eta > 0 and options.sampler not in (None, "ddim"))):
-        raise CommandError(f"--eta {options.eta}: a non-negative eta applies to the ddim sampler only")
+    check_counts(options, ["num_samples", "batch_size", "num_mixes"])
+    check_sampler_options(options)
     require_checkpoint_file(options.ckpt_path)
     for name in ("labels", "instances", "data_config", "image", "mask", "source", "poses", "reference",
                  "reference_pose", "source2", "pose"):

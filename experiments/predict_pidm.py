@@ -25,6 +25,7 @@ from datamodules.pose_rendering import POSE_CHANNELS, render_pose
 from experiments.errors import CommandError
 from experiments.predict import (
     DenoisingProgress,
+    GuidanceOverride,
     PredictOptions,
     check_free,
     device_for,
@@ -33,7 +34,7 @@ from experiments.predict import (
 )
 from lightning_modules.base import SamplerSettings
 from lightning_modules.editing import appearance_control, interpolate_styles
-from lightning_modules.pidm import PIDMLitModule
+from lightning_modules.pidm import PIDMLitModule, PoseStyleGuidance
 
 POSE_SUFFIXES = (".txt", ".pt", ".npy")
 DEFAULT_HEATMAP_SIGMA = 6.0
@@ -46,6 +47,14 @@ def read_image(path: Path, size: tuple[int, int]) -> Tensor:
     if image.shape[:2] != size:
         image = np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BICUBIC))
     return torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0).unsqueeze(0)
+
+
+def guidance_override(model: PIDMLitModule, override: GuidanceOverride) -> PoseStyleGuidance:
+    """The checkpoint's guidance with the ``--guidance.*`` options given replacing it."""
+    try:
+        return model.guidance.override(override.form, override.w_pose, override.w_style, override.scale)
+    except ValueError as error:
+        raise CommandError(f"--guidance: {error}") from None
 
 
 def render_for_model(keypoints: np.ndarray, size: tuple[int, int], pose_channels: int, sigma: float) -> Tensor:
@@ -116,11 +125,7 @@ def predict_pidm(model: PIDMLitModule, options: PredictOptions, sampling: Sample
         _reject_for_mode(options, "reference", "reference_pose", "mask")
     if model.pose_channels == POSE_CHANNELS["official20"]:
         _reject_for_mode(options, "heatmap_sigma")
-    override = options.guidance
-    try:
-        guidance = model.guidance.override(override.form, override.w_pose, override.w_style, override.scale)
-    except ValueError as error:
-        raise CommandError(f"--guidance: {error}") from None
+    guidance = guidance_override(model, options.guidance)
     device = device_for(options.accelerator)
     model = model.to(device).eval()
     size = tuple(options.size) if options.size else (model.net.config.image_size, model.net.config.image_size)
