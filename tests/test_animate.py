@@ -187,7 +187,8 @@ def test_subject_fine_tuning_starts_from_the_checkpoint_and_animate_uses_the_res
     tuned = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert tuned["global_step"] == 2 and tuned["hyper_parameters"]["lr"] == pytest.approx(2e-5)
     start = torch.load(trained, map_location="cpu", weights_only=False)["state_dict"]
-    assert all((tuned["state_dict"][name] - start[name]).abs().max() < 1e-3 for name in start if name.startswith("net."))
+    network = [name for name in start if name.startswith("net.")]
+    assert all((tuned["state_dict"][name] - start[name]).abs().max() < 1e-3 for name in network)
     animate([str(run / "checkpoints/last.ckpt") if arg.endswith("last.ckpt") else arg
              for arg in animate_args(workspace, "subject_animation")] + ["--source", str(subject / "side.jpg"),
              "--source_poses", str(subject / "front.txt"), "--source_poses", str(subject / "side.txt"), "--steps", "2"])

@@ -1,0 +1,52 @@
+"""Built-in persons videos: generated once in the frame-folder layout, smooth motion, whole videos per split."""
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.image_files import read_rgb
+from datamodules.persons import PersonsSpec
+from datamodules.persons_video import PersonsVideoDataModule, PersonsVideoSpec, generate_persons_videos, video_joints
+
+
+def spec(frames: int = 7) -> PersonsVideoSpec:
+    return PersonsVideoSpec(PersonsSpec(seed=1, num_identities=4, poses_per_identity=3, test_fraction=0.25), frames)
+
+
+def test_a_video_passes_through_its_keyframe_poses_in_small_steps():
+    joints, _ = video_joints(spec(7), 0)
+    assert joints.shape == (7, 18, 2)
+    from datamodules.persons import image_scene
+    keyframes = [image_scene(spec().persons, 0, pose)[0] for pose in range(3)]
+    assert np.allclose(joints[0], keyframes[0]) and np.allclose(joints[3], keyframes[1])
+    assert np.allclose(joints[6], keyframes[2])
+    steps = np.abs(np.diff(joints, axis=0)).max()
+    jumps = max(np.abs(keyframes[1] - keyframes[0]).max(), np.abs(keyframes[2] - keyframes[1]).max())
+    assert steps <= jumps / 3 + 1e-9  # three frames per keyframe interval
+
+
+def test_the_tree_is_written_once_with_whole_videos_per_split(tmp_path):
+    assert generate_persons_videos(tmp_path / "videos", spec())
+    assert not generate_persons_videos(tmp_path / "videos", spec())
+    assert sorted(p.name for p in (tmp_path / "videos" / "train").iterdir()) == ["id_00000", "id_00001", "id_00002"]
+    assert [p.name for p in (tmp_path / "videos" / "test").iterdir()] == ["id_00003"]
+    frames = sorted((tmp_path / "videos/test/id_00003/frames").glob("*.png"))
+    assert len(frames) == 7 and read_rgb(frames[0]).shape == (128, 88, 3)
+    # one identity, one background: consecutive frames differ only where the person moved
+    first, second = read_rgb(frames[0]).astype(int), read_rgb(frames[1]).astype(int)
+    assert 0 < np.mean(np.any(first != second, axis=2)) < 0.5
+    with pytest.raises(ValueError, match="other arguments|manifest"):
+        generate_persons_videos(tmp_path / "videos", spec(8))
+
+
+def test_the_datamodule_serves_windows_of_real_neighbouring_poses(tmp_path):
+    data = PersonsVideoDataModule(str(tmp_path / "videos"), image_size=16, num_identities=4, keyframes=3,
+                                  frames_per_video=7, test_fraction=0.25, seed=1, pose_window=3, batch_size=2,
+                                  num_workers=0, pin_memory=False)
+    data.prepare_data()
+    data.setup("fit")
+    assert data.pose_channels == 60 and len(data.datasets["train"]) == 3 * 7 * 2  # both directions
+    item = data.datasets["test"][0]
+    assert item["source_path"] == "00000.png" and item["target_path"] == "00001.png"
+    window = item["target_pose"]
+    assert window.shape == (60, 16, 16) and not torch.equal(window[:20], window[20:40])
