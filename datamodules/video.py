@@ -53,7 +53,8 @@ class VideoFrame(PosedImage):
         index = min(max(self.index + offset, 0), len(self.frames) - 1)
         if index == self.index:
             return self
-        return VideoFrame(self.frames[index].name, self.frames[index], self.video_keypoints, index, self.frames)
+        path = self.frames[index]
+        return VideoFrame(video_frame_name(path), path, self.video_keypoints, index, self.frames)
 
 
 def read_video(folder: Path, min_confidence: float) -> list[VideoFrame]:
@@ -74,7 +75,13 @@ def read_video(folder: Path, min_confidence: float) -> list[VideoFrame]:
         raise ValueError(f"{folder}: frames and poses do not match one to one (e.g. {missing[:3]} is in one folder "
                          "only)")
     keypoints = fill_missing(sequence).resized(frame_size).keypoints
-    return [VideoFrame(path.name, path, keypoints, index, tuple(frames)) for index, path in enumerate(frames)]
+    return [VideoFrame(video_frame_name(path), path, keypoints, index, tuple(frames))
+            for index, path in enumerate(frames)]
+
+
+def video_frame_name(path: Path) -> str:
+    """``<video>/<frame file>``: frames of different videos share file names."""
+    return f"{path.parent.parent.name}/{path.name}"
 
 
 def _json_poses(pose_dir: Path) -> bool:

@@ -25,9 +25,10 @@ checkpoint's, as in predict. Outputs: ``<out>/frame_0000.png ...``, ``<out>/anim
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,8 +39,9 @@ from tqdm.auto import tqdm
 
 from datamodules.image_files import write_png
 from datamodules.keypoints import MISSING, load_keypoints_txt, transform_keypoints
-from datamodules.pose_sequences import PoseSequence, fill_missing, load_pose_sequence, smooth
+from datamodules.pose_sequences import PoseSequence, fill_missing, load_pose_sequence, natural_key, smooth
 from datamodules.seeds import derived_seed
+from datamodules.video import FRAME_SUFFIXES
 from datamodules.video_files import write_gif, write_mp4
 from experiments.checkpoint_checks import require_checkpoint_file
 from experiments.errors import CommandError, parse_dataclass_options, run_main
@@ -56,7 +58,8 @@ from experiments.predict_pidm import DEFAULT_HEATMAP_SIGMA, guidance_override, r
 from lightning_modules.base import SamplerName, SamplerSettings
 from lightning_modules.checkpoint_loading import load_diffusion_module
 from lightning_modules.metrics.image_conversion import to_uint8
-from lightning_modules.metrics.temporal import mean_frame_difference
+from lightning_modules.metrics.ssim import cropped_ssim
+from lightning_modules.metrics.temporal import flicker, mean_frame_difference, pixel_flicker
 from lightning_modules.pidm import PIDMLitModule
 
 
@@ -87,6 +90,9 @@ class AnimateOptions:
         heatmap_sigma: Models with 18-channel heatmap poses: Gaussian sigma in pixels (default 6).
         accelerator: ``auto`` (a GPU when there is one), ``cpu`` or ``gpu``.
         overwrite: Replace existing output files.
+        real: A folder of the real frames of the same poses (one per pose, in name order): the frames are scored
+            against them (per-frame SSIM, flicker and pixel flicker, docs/evaluation.md) into ``<out>/metrics.json``.
+        ssim_window: SSIM window for ``real`` (odd; at most the image side).
     """
 
     ckpt_path: Path
@@ -110,6 +116,8 @@ class AnimateOptions:
     heatmap_sigma: float | None = None
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     overwrite: bool = False
+    real: Path | None = None
+    ssim_window: int = 7
 
 
 def parse_options(argv: Sequence[str] | None = None) -> AnimateOptions:
@@ -135,9 +143,10 @@ def check_options(options: AnimateOptions) -> None:
         raise CommandError(f"--fps must be positive, --smooth and --max_gap non-negative, got {options.fps}, "
                            f"{options.smooth} and {options.max_gap}")
     require_checkpoint_file(options.ckpt_path)
-    for path in [*options.source, options.poses, *(options.source_poses or [])]:
+    inputs = [*options.source, options.poses, *(options.source_poses or []), *([options.real] if options.real else [])]
+    for path in inputs:
         if not path.exists():
-            raise CommandError(f"{path} does not exist (--source, --poses or --source_poses)")
+            raise CommandError(f"{path} does not exist (--source, --poses, --source_poses or --real)")
     if len(options.source) > 1 and len(options.source_poses or []) != len(options.source):
         raise CommandError(f"{len(options.source)} --source photos need as many --source_poses (one pose file each) "
                            "to pick the photo nearest each frame's pose")
@@ -165,6 +174,27 @@ def pose_windows(poses: Tensor, window: int) -> Tensor:
     half = window // 2
     index = (torch.arange(len(poses))[:, None] + torch.arange(-half, half + 1)[None, :]).clamp(0, len(poses) - 1)
     return poses[index].flatten(1, 2)
+
+
+def read_real_frames(folder: Path, count: int, size: tuple[int, int]) -> Tensor:
+    """The ``count`` real frames of ``folder`` (images in name order) as uint8 (T, 3, H, W) at ``size``."""
+    paths = sorted((path for path in folder.iterdir() if path.suffix.lower() in FRAME_SUFFIXES),
+                   key=lambda path: natural_key(path.name))
+    if len(paths) != count:
+        raise CommandError(f"--real {folder} holds {len(paths)} frames, the pose sequence has {count}")
+    return to_uint8(torch.cat([read_image(path, size) for path in paths]))
+
+
+def score_against_real(generated: Tensor, real: Tensor, ssim_window: int) -> dict[str, float]:
+    """Per-frame SSIM (mean) and the flicker measures of uint8 ``generated`` frames against the ``real`` ones."""
+    unit = [frames.double() / 255 for frames in (generated, real)]
+    return {
+        "ssim": cropped_ssim(*unit, window=ssim_window).mean().item(),
+        "mean_frame_difference": mean_frame_difference(generated),
+        "real_mean_frame_difference": mean_frame_difference(real),
+        "flicker": flicker(generated, real),
+        "pixel_flicker": pixel_flicker(generated, real),
+    }
 
 
 class FrameProgress:
@@ -233,7 +263,9 @@ def run(options: AnimateOptions) -> list[Path]:
     count = len(sequence)
     frame_paths = [options.out / f"frame_{index:04d}.png" for index in range(count)]
     videos = [options.out / "animation.gif", options.out / "animation.mp4"]
-    check_free([*frame_paths, *videos], options.overwrite)
+    report = options.out / "metrics.json"
+    check_free([*frame_paths, *videos, *([report] if options.real else [])], options.overwrite)
+    real = None if options.real is None else read_real_frames(options.real, count, size)
 
     sigma = DEFAULT_HEATMAP_SIGMA if options.heatmap_sigma is None else options.heatmap_sigma
     rendered = torch.cat([render_for_model(keypoints, size, model.pose_channels // model.pose_window, sigma)
@@ -259,6 +291,12 @@ def run(options: AnimateOptions) -> list[Path]:
     for path, frame in zip(frame_paths, pixels):
         write_png(path, frame)
     written = [*frame_paths, write_gif(videos[0], pixels, options.fps), write_mp4(videos[1], pixels, options.fps)]
+    if real is not None:
+        scores = score_against_real(frames, real, options.ssim_window)
+        print(", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+        report.write_text(json.dumps({"scores": scores, "frames": count, "noise": options.noise,
+                                      "sampler": asdict(sampling), "real": str(options.real)}, indent=2) + "\n")
+        written.append(report)
     report_outputs(written, options.out)
     return written
 

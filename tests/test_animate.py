@@ -193,3 +193,19 @@ def test_subject_fine_tuning_starts_from_the_checkpoint_and_animate_uses_the_res
              for arg in animate_args(workspace, "subject_animation")] + ["--source", str(subject / "side.jpg"),
              "--source_poses", str(subject / "front.txt"), "--source_poses", str(subject / "side.txt"), "--steps", "2"])
     assert len(frames(workspace / "subject_animation")) == 5
+
+
+def test_frames_are_scored_against_the_real_frames(workspace, tmp_path):
+    real = tmp_path / "real"
+    for index in range(5):  # a steady real video: the same photo in every frame
+        write_image(real / f"{index:05d}.png", read_rgb(workspace / "person.jpg"))
+    animate(animate_args(workspace, "scored", "--steps", "2", "--real", str(real)))
+    report = json.loads((workspace / "scored" / "metrics.json").read_text())
+    scores = report["scores"]
+    assert report["frames"] == 5 and report["noise"] == "shared"
+    assert scores["real_mean_frame_difference"] == 0
+    assert scores["flicker"] == pytest.approx(scores["mean_frame_difference"])
+    assert -1 <= scores["ssim"] <= 1 and scores["pixel_flicker"] >= scores["flicker"]
+    (real / "00004.png").unlink()
+    with pytest.raises(CommandError, match="holds 4 frames, the pose sequence has 5"):
+        animate(animate_args(workspace, "scored_again", "--steps", "2", "--real", str(real)))

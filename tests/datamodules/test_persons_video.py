@@ -47,6 +47,6 @@ def test_the_datamodule_serves_windows_of_real_neighbouring_poses(tmp_path):
     data.setup("fit")
     assert data.pose_channels == 60 and len(data.datasets["train"]) == 3 * 7 * 2  # both directions
     item = data.datasets["test"][0]
-    assert item["source_path"] == "00000.png" and item["target_path"] == "00001.png"
+    assert item["source_path"] == "id_00003/00000.png" and item["target_path"] == "id_00003/00001.png"
     window = item["target_pose"]
     assert window.shape == (60, 16, 16) and not torch.equal(window[:20], window[20:40])

@@ -52,8 +52,8 @@ def test_pairs_stay_within_a_video_and_the_test_source_is_the_first_frame(tmp_pa
         video = sample.target.image_path.parent.parent
         assert {source.image_path.parent.parent for source in sample.sources} == {video}
     test = data.read_pairs("test")
-    assert [sample.target.name for sample in test] == ["00001.png", "00002.png", "00003.png"]
-    assert all(sample.sources[0].name == "00000.png" for sample in test)
+    assert [sample.target.name for sample in test] == ["c/00001.png", "c/00002.png", "c/00003.png"]
+    assert all(sample.sources[0].name == "c/00000.png" for sample in test)
     assert len(data.fid_reference_images("train")) == 5
 
 
