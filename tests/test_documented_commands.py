@@ -19,7 +19,8 @@ config that names the run, when no earlier command made it). How a command is ad
 - commands that ask for CUDA (``--device cuda``) run only where it is available.
 
 Commands that are not ours are what CI runs (venv, pip, pytest) or a third-party viewer (tensorboard); the launch
-scripts (torchrun.sh, sbatch) are checked to exist with the config they are given. Inline spans holding synopsis
+scripts (torchrun.sh, sbatch) are checked to exist with the config they are given; file set-up steps (mkdir, cp) run
+as written. Inline spans holding synopsis
 placeholders (``A.yaml``, ``X.ckpt``, ``...``) are usage patterns, not commands.
 """
 
@@ -32,6 +33,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,12 +77,14 @@ NOT_OURS = {
     "tensorboard": "a third-party viewer of the runs",
 }
 LAUNCHERS = {"experiments/launch/torchrun.sh", "sbatch"}
+FILE_UTILITIES = {"mkdir", "cp"}  # the docs' setup steps, run as written by bash in the workspace
 TINY_OVERLAYS = {"sdm": "configs/debug/tiny_sdm.yaml", "pidm": "configs/debug/tiny_pidm.yaml",
                  "segmenter": "configs/debug/tiny_segmenter.yaml"}
 BUILTIN_DATA_SIZES = {
     "datamodules.shapes.ShapesDataModule": ["--data.init_args.num_train=4", "--data.init_args.num_val=2",
                                             "--data.init_args.num_test=2", "--data.init_args.image_size=16"],
     "datamodules.persons.PersonsDataModule": ["--data.init_args.num_identities=4"],
+    # persons_video keeps its full tree (12 s to generate): docs/animation.md names its test people
 }
 DATA_TREES = {
     "datamodules.ade20k.ADE20KDataModule": trees.build_ade20k_tree,
@@ -395,6 +399,9 @@ def test_documented_command_runs_as_written(command, workspace, capsys, monkeypa
         assert script.is_file(), f"{command.source}: {script} does not exist"
         config = words[1] if words[0] != "sbatch" else re.search(r"CONFIG=(\S+)", command.text)[1]
         assert (REPO / config).is_file(), f"{command.source}: {config} does not exist"
+        return
+    if words[0] in FILE_UTILITIES:
+        subprocess.run(["bash", "-c", text], cwd=workspace.root, check=True)
         return
     if words[0] in NOT_OURS:
         assert words[0] != "pytest" or words == ["pytest"]
