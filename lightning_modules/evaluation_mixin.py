@@ -23,6 +23,7 @@ from datamodules.image_sets import ImageSetFingerprint
 from lightning_modules.evaluation_io import TestOutputDir
 from lightning_modules.hparams_logging import log_to_hparams_view
 from lightning_modules.metrics import EvaluationConfig, EvaluationMetrics
+from lightning_modules.metrics.temporal import video_flicker
 
 
 def segmenter_hint(config: EvaluationConfig) -> str:
@@ -126,6 +127,10 @@ class EvaluationMixin:
                   "num_samples": num_samples}
         if self.trainer.is_global_zero:
             self._warn_if_fid_partial(counts)
+            temporal = self.test_metrics.config.temporal
+            if temporal is not None:  # every process has written its frames: compute() above was collective
+                scores.update(video_flicker(self.test_outputs.root / "generated", self.test_outputs.root / "real",
+                                            temporal.min_frames))
             path = self.test_outputs.write_metrics({
                 **params,
                 "metrics": scores,

@@ -209,3 +209,23 @@ def test_frames_are_scored_against_the_real_frames(workspace, tmp_path):
     (real / "00004.png").unlink()
     with pytest.raises(CommandError, match="holds 4 frames, the pose sequence has 5"):
         animate(animate_args(workspace, "scored_again", "--steps", "2", "--real", str(real)))
+
+
+def test_the_test_command_scores_the_flicker_of_each_test_video(tmp_path, monkeypatch):
+    from offline_weights import write_lpips_alexnet
+
+    from experiments.test import main as run_test
+
+    monkeypatch.setenv("CONDIFF_WEIGHTS", str(write_lpips_alexnet(tmp_path / "weights").parent))
+    args = ["--config", str(REPO / "configs/pidm/persons_video.yaml"),
+            "--config", str(REPO / "configs/debug/tiny_pidm.yaml"), f"--data.init_args.root={tmp_path / 'videos'}",
+            "--data.init_args.num_identities=3", "--data.init_args.frames_per_video=5",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--model.init_args.evaluation.fid.stats_dir={tmp_path / 'stats'}"]
+    fit([*args, "--trainer.max_steps=1"])
+    run_test([*args, "--trainer.limit_test_batches=1.0", "--trainer.logger.init_args.version=test",
+              f"--ckpt_path={tmp_path / 'runs/pidm_persons_video/version_0/checkpoints/last.ckpt'}"])
+    report = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    assert report["metrics"]["videos"] == 1  # one test video: 4 frames generated from its first
+    assert np.isfinite(report["metrics"]["flicker"]) and report["metrics"]["pixel_flicker"] > 0
+    assert report["evaluation"]["temporal"] == {"min_frames": 2}

@@ -97,6 +97,18 @@ class AppearanceConfig:
 
 
 @dataclass
+class TemporalConfig:
+    """Flicker of test videos (video data: each video's frames share its first frame as the source; see
+    ``metrics/temporal.py``), computed from the written frames once every process has written them.
+
+    Args:
+        min_frames: Fewest generated frames for a video to count.
+    """
+
+    min_frames: int = 2
+
+
+@dataclass
 class EvaluationConfig:
     """Which metrics to compute and where their weights come from; a null block disables that metric.
 
@@ -109,6 +121,7 @@ class EvaluationConfig:
         ssim: SSIM protocol.
         miou: mIoU protocol.
         appearance: Part-colour appearance transfer (PIDM on the built-in persons data).
+        temporal: Flicker of the test videos (PIDM on video data).
     """
 
     weights_dir: str | None = None
@@ -118,12 +131,13 @@ class EvaluationConfig:
     ssim: SSIMConfig | None = None
     miou: MIoUConfig | None = None
     appearance: AppearanceConfig | None = None
+    temporal: TemporalConfig | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> EvaluationConfig:
         """Build from a plain (YAML) mapping; unknown keys raise ``TypeError`` naming them."""
         sections = {"fid": FIDConfig, "lpips": LPIPSConfig, "ssim": SSIMConfig, "miou": MIoUConfig,
-                    "appearance": AppearanceConfig}
+                    "appearance": AppearanceConfig, "temporal": TemporalConfig}
         unknown = set(values) - {"weights_dir", "offline", *sections}
         if unknown:
             raise TypeError(f"Unknown evaluation config keys {sorted(unknown)}")

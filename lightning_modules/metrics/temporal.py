@@ -8,11 +8,18 @@ Frames are uint8 ``(T, C, H, W)`` (the 8-bit images that are written and scored)
   video; positive: changes that the motion does not explain);
 - ``pixel_flicker``: the per-pixel version, ``mean |(g[t+1] − g[t]) − (r[t+1] − r[t])|``, the change between
   generated frames that the real frames do not have at that pixel (0 only when every change matches the video's).
+
+:func:`video_flicker` scores the test command's written frames of video data (``<source>_to_<target>.png``, every
+frame of a video generated from the video's first frame): videos are the frames that share a source, in name order.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from pathlib import Path
+
 import torch
+import torchvision
 from torch import Tensor
 
 
@@ -43,3 +50,31 @@ def pixel_flicker(generated: Tensor, real: Tensor) -> float:
 def _check_pair(generated: Tensor, real: Tensor) -> None:
     if generated.shape != real.shape:
         raise ValueError(f"generated frames {tuple(generated.shape)} and real frames {tuple(real.shape)} differ")
+
+
+def video_flicker(generated_dir: Path, real_dir: Path, min_frames: int = 2) -> dict[str, float]:
+    """Mean over videos of :func:`flicker` and :func:`pixel_flicker` of the test command's written frames.
+
+    Args:
+        generated_dir: ``<source>_to_<target>.png`` generated frames; a video is the frames of one source.
+        real_dir: The real frames under the same names.
+        min_frames: Videos with fewer frames are left out.
+
+    Returns:
+        ``flicker``, ``pixel_flicker`` and ``videos`` (how many videos were scored); empty when none has enough frames.
+    """
+    videos: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(Path(generated_dir).glob("*_to_*.png")):
+        videos[path.name.split("_to_")[0]].append(path.name)
+    scores: list[tuple[float, float]] = []
+    for names in videos.values():
+        if len(names) < max(2, min_frames):
+            continue
+        generated, real = (torch.stack([torchvision.io.read_image(str(folder / name)) for name in names])
+                           for folder in (Path(generated_dir), Path(real_dir)))
+        scores.append((flicker(generated, real), pixel_flicker(generated, real)))
+    if not scores:
+        return {}
+    count = len(scores)
+    return {"flicker": sum(score[0] for score in scores) / count,
+            "pixel_flicker": sum(score[1] for score in scores) / count, "videos": float(count)}

@@ -34,3 +34,23 @@ def test_bad_inputs_are_named():
         mean_frame_difference(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="differ"):
         flicker(moving_square(3), moving_square(4))
+
+
+def test_video_flicker_groups_the_written_frames_by_source(tmp_path):
+    from torchvision.io import write_png
+
+    from lightning_modules.metrics.temporal import video_flicker
+
+    real = moving_square(4)
+    noisy = moving_square(4, jitter=10.0)
+    for folder, frames in (("generated", noisy), ("real", real)):
+        (tmp_path / folder).mkdir()
+        for video in ("a", "b"):
+            for index, frame in enumerate(frames):
+                write_png(frame, str(tmp_path / folder / f"{video}_00000_to_{video}_{index:05d}.png"))
+        write_png(frames[0], str(tmp_path / folder / "c_00000_to_c_00001.png"))  # a one-frame video: left out
+    scores = video_flicker(tmp_path / "generated", tmp_path / "real")
+    assert scores["videos"] == 2
+    assert scores["flicker"] == pytest.approx(flicker(noisy, real))
+    assert scores["pixel_flicker"] == pytest.approx(pixel_flicker(noisy, real))
+    assert video_flicker(tmp_path / "generated", tmp_path / "real", min_frames=5) == {}
