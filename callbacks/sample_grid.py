@@ -1,5 +1,6 @@
 """Validation sample grids for TensorBoard, with PNG copies in the run directory."""
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,12 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from datamodules.image_files import write_png
+from datamodules.video_files import write_gif
 from lightning_modules.base import SamplerName, SamplerSettings
 from lightning_modules.metrics.image_conversion import to_uint8
+
+
+ANIMATION_FPS = 8
 
 
 def _take(batch: Mapping[str, Any], count: int) -> dict[str, Any]:
@@ -44,6 +49,11 @@ class SampleGridLogger(Callback):
         seed: Seed of the sampling noise.
         every_n_validations: Log at every n-th validation run (sanity checks excluded).
         save_png: Also write the grid as PNG under the run directory.
+        animation: Video data (PIDM): sample the rows with one shared initial and per-step noise, as
+            ``experiments.animate --noise shared`` does, and also log them as an animation of consecutive frames
+            (the test split's first batch: the first video's frames in order): a TensorBoard video when moviepy is
+            installed, else an image strip of the real frames over the generated ones (``val/animation``), and a GIF
+            beside the PNG grids.
     """
 
     def __init__(
@@ -55,6 +65,7 @@ class SampleGridLogger(Callback):
         seed: int = 0,
         every_n_validations: int = 1,
         save_png: bool = True,
+        animation: bool = False,
     ) -> None:
         if num_examples < 1 or every_n_validations < 1:
             raise ValueError("num_examples and every_n_validations must be >= 1")
@@ -62,6 +73,7 @@ class SampleGridLogger(Callback):
         self.sampling = SamplerSettings(sampler, steps, eta, seed)
         self.every_n_validations = every_n_validations
         self.save_png = save_png
+        self.animation = animation
         self._validations = 0
         self._png_dir: Path | None = None
 
@@ -89,19 +101,54 @@ class SampleGridLogger(Callback):
         due = (self._validations - 1) % self.every_n_validations == 0
         if trainer.sanity_checking or batch_idx != 0 or dataloader_idx != 0 or not due or not trainer.is_global_zero:
             return
-        grid = self.sample_grid(pl_module, batch, getattr(trainer.datamodule, "palette", None))
-        self._write(trainer, grid)
+        examples, generated = self.sample(pl_module, batch)
+        self._write(trainer, self.grid(pl_module, examples, generated, getattr(trainer.datamodule, "palette", None)))
+        if self.animation:
+            self._write_animation(trainer, examples["target"], generated)
+
+    def sample(self, pl_module: "pl.LightningModule", batch: Mapping[str, Any]) -> tuple[dict[str, Any], Tensor]:
+        """The first ``num_examples`` examples of ``batch`` and their samples (B, C, H, W) in [-1, 1]."""
+        examples = _take(batch, self.num_examples)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.sampling.seed)
+        x_T = None
+        if self.animation:
+            if "target" not in examples:
+                raise ValueError("sample_grid.animation needs video frames with a target image (PIDM on video data)")
+            shape = (1, *examples["target"].shape[1:])
+            x_T = torch.randn(shape, generator=generator, device=pl_module.device).expand_as(examples["target"])
+        generated = pl_module.generate_batch(examples, sampling=self.sampling, generator=generator, x_T=x_T,
+                                             shared_noise=self.animation)
+        return examples, generated
+
+    def grid(self, pl_module: "pl.LightningModule", examples: Mapping[str, Any], generated: Tensor,
+             palette: Tensor | None = None) -> Tensor:
+        """The (3, H', W') grid in [0, 1]: one row of ``pl_module.image_log_columns`` per example."""
+        columns = pl_module.image_log_columns(examples, generated, palette)
+        rows = torch.stack(columns, dim=1).flatten(0, 1)  # (B * columns, 3, H, W), one row per example
+        return make_grid(rows.float().cpu(), nrow=len(columns), normalize=True, value_range=(-1, 1), pad_value=1.0)
 
     def sample_grid(
         self, pl_module: "pl.LightningModule", batch: Mapping[str, Any], palette: Tensor | None = None
     ) -> Tensor:
         """The (3, H', W') grid in [0, 1] for the first ``num_examples`` examples of ``batch``."""
-        examples = _take(batch, self.num_examples)
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.sampling.seed)
-        generated = pl_module.generate_batch(examples, sampling=self.sampling, generator=generator)
-        columns = pl_module.image_log_columns(examples, generated, palette)
-        rows = torch.stack(columns, dim=1).flatten(0, 1)  # (B * columns, 3, H, W), one row per example
-        return make_grid(rows.float().cpu(), nrow=len(columns), normalize=True, value_range=(-1, 1), pad_value=1.0)
+        examples, generated = self.sample(pl_module, batch)
+        return self.grid(pl_module, examples, generated, palette)
+
+    def _write_animation(self, trainer: "pl.Trainer", real: Tensor, generated: Tensor) -> None:
+        frames = to_uint8(generated.cpu())  # (T, 3, H, W)
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            if not isinstance(logger, TensorBoardLogger):
+                continue
+            if importlib.util.find_spec("moviepy") is not None:
+                logger.experiment.add_video("val/animation", frames[None], step, fps=ANIMATION_FPS)
+            else:
+                strip = torch.cat([to_uint8(real.cpu()), frames])  # real frames over generated ones
+                logger.experiment.add_image("val/animation", make_grid(strip, nrow=len(frames), pad_value=255),
+                                            step)
+        if self.save_png:
+            write_gif(self._png_dir / f"animation_gs-{step:06d}.gif", list(frames.permute(0, 2, 3, 1).numpy()),
+                      ANIMATION_FPS)
 
     def _write(self, trainer: "pl.Trainer", grid: Tensor) -> None:
         step = trainer.global_step

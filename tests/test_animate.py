@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageSequence
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.image_files import read_rgb
 from datamodules.keypoints import save_keypoints_txt, to_txt_frame
@@ -222,7 +223,14 @@ def test_the_test_command_scores_the_flicker_of_each_test_video(tmp_path, monkey
             "--data.init_args.num_identities=3", "--data.init_args.frames_per_video=5",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
             f"--model.init_args.evaluation.fid.stats_dir={tmp_path / 'stats'}"]
-    fit([*args, "--trainer.max_steps=1"])
+    fit([*args, "--trainer.max_steps=2"])  # validation at step 2: grid and animation
+    run = tmp_path / "runs/pidm_persons_video/version_0"
+    with Image.open(run / "images/val/animation_gs-000002.gif") as gif:
+        # the first validation batch: 2 frames (the overlay's batch size) at 8 fps, 125 ms stored as 12 cs
+        assert sum(frame.info["duration"] for frame in ImageSequence.Iterator(gif)) == 2 * 120
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    assert "val/animation" in events.Tags()["images"]  # moviepy is not installed: the real/generated strip
     run_test([*args, "--trainer.limit_test_batches=1.0", "--trainer.logger.init_args.version=test",
               f"--ckpt_path={tmp_path / 'runs/pidm_persons_video/version_0/checkpoints/last.ckpt'}"])
     report = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
