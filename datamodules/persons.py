@@ -218,10 +218,15 @@ def part_labels(spec: PersonsSpec, identity: int, pose_index: int, size: tuple[i
     part's label only if at least ``purity`` of its canvas area has that part, so anti-aliased borders and
     stripes mixing two colours at the target size stay unlabelled.
     """
-    look = identity_appearance(spec, identity)
     joints, _, _ = image_scene(spec, identity, pose_index)
+    return skeleton_part_labels(joints, identity_appearance(spec, identity), spec.canvas_size, size, purity)
+
+
+def skeleton_part_labels(joints: np.ndarray, look: Appearance, canvas_size: tuple[int, int], size: tuple[int, int],
+                         purity: float = 0.9) -> np.ndarray:
+    """:func:`part_labels` of the person ``look`` drawn on the full skeleton ``joints`` (e.g. a video frame's)."""
     coded = replace(look, stripes="none", **dict(zip(PART_NAMES, _PART_CODES, strict=True)))
-    canvas = draw_person(joints, coded, (0, 0, 0), spec.canvas_size)
+    canvas = draw_person(joints, coded, (0, 0, 0), canvas_size)
     height, width = size
     labels = np.zeros(size, dtype=np.int64)
     for label, code in enumerate(_PART_CODES, start=1):

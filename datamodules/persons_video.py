@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from datamodules.builtin_data import check_generated, generate_once
 from datamodules.image_files import write_png
 from datamodules.keypoints import save_keypoints_txt, to_txt_frame
-from datamodules.persons import PersonsSpec, draw_person, identity_appearance, image_scene
+from datamodules.person_base import PairSample, PersonPairDataset, Split
+from datamodules.persons import PersonsSpec, draw_person, identity_appearance, image_scene, skeleton_part_labels
 from datamodules.video import VideoDataModule
 
 
@@ -65,6 +67,35 @@ def generate_persons_videos(root: str | Path, spec: PersonsVideoSpec) -> bool:
     return generate_once(root, asdict(spec), partial(_write_videos, spec=spec), "persons videos")
 
 
+class PartLabelledVideoDataset(PersonPairDataset):
+    """Evaluation frames of the persons videos, each with its target's body parts and identity (``target_parts``,
+    ``target_identity``), for the appearance-transfer metric, as :class:`datamodules.persons.PartLabelledPairDataset`
+    does for still persons.
+
+    Args:
+        spec: The generation arguments of the tree.
+        samples: Frame pairs (targets named ``id_XXXXX/NNNNN.png``).
+        **kwargs: The remaining options of :class:`PersonPairDataset` (with ``train=False``).
+    """
+
+    def __init__(self, spec: PersonsVideoSpec, samples: list[PairSample], **kwargs: Any) -> None:
+        super().__init__(samples, **kwargs)
+        if self.train:
+            raise ValueError("PartLabelledVideoDataset serves evaluation frames only (train=False)")
+        self.spec = spec
+
+    def load(self, index: int, seed: int | None) -> dict[str, Any]:
+        item = super().load(index, seed)
+        video, frame = item["target_path"].split("/")
+        identity = int(video.removeprefix("id_"))
+        joints = video_joints(self.spec, identity)[0][int(Path(frame).stem)]
+        look = identity_appearance(self.spec.persons, identity)
+        item["target_parts"] = torch.from_numpy(
+            skeleton_part_labels(joints, look, self.spec.persons.canvas_size, self.image_size))
+        item["target_identity"] = torch.tensor(identity)
+        return item
+
+
 class PersonsVideoDataModule(VideoDataModule):
     """Synthetic persons videos, generated once into ``root`` and read as any frame-folder video dataset.
 
@@ -100,3 +131,9 @@ class PersonsVideoDataModule(VideoDataModule):
         if not check_generated(self.root, asdict(self.spec), "persons videos"):
             raise FileNotFoundError(f"{self.root} has no persons videos yet; call prepare_data() first")
         super().setup(stage)
+
+    def make_dataset(self, split: Split) -> PersonPairDataset:
+        """The video datasets; the evaluation split also carries part labels and identities."""
+        if split == "train":
+            return super().make_dataset(split)
+        return PartLabelledVideoDataset(self.spec, self.read_pairs(split), **self.dataset_options(split))

@@ -237,3 +237,4 @@ def test_the_test_command_scores_the_flicker_of_each_test_video(tmp_path, monkey
     assert report["metrics"]["videos"] == 1  # one test video: 4 frames generated from its first
     assert np.isfinite(report["metrics"]["flicker"]) and report["metrics"]["pixel_flicker"] > 0
     assert report["evaluation"]["temporal"] == {"min_frames": 2}
+    assert 0 <= report["metrics"]["identity_accuracy"] <= 1 and report["metrics"]["part_colour_error"] > 0

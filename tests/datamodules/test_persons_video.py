@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from datamodules.image_files import read_rgb
-from datamodules.persons import PersonsSpec
+from datamodules.persons import PersonsSpec, identity_appearance
 from datamodules.persons_video import PersonsVideoDataModule, PersonsVideoSpec, generate_persons_videos, video_joints
 
 
@@ -50,3 +50,20 @@ def test_the_datamodule_serves_windows_of_real_neighbouring_poses(tmp_path):
     assert item["source_path"] == "id_00003/00000.png" and item["target_path"] == "id_00003/00001.png"
     window = item["target_pose"]
     assert window.shape == (60, 16, 16) and not torch.equal(window[:20], window[20:40])
+
+
+def test_evaluation_frames_carry_part_labels_that_match_the_frame(tmp_path):
+    data = PersonsVideoDataModule(str(tmp_path / "videos"), image_size=32, num_identities=4, keyframes=3,
+                                  frames_per_video=7, test_fraction=0.25, seed=1, batch_size=2, num_workers=0,
+                                  pin_memory=False)
+    data.prepare_data()
+    data.setup("test")
+    item = data.datasets["test"][2]  # frame 3 of test person 3
+    assert item["target_identity"] == 3 and item["target_parts"].shape == (32, 32)
+    look = identity_appearance(data.spec.persons, 3)
+    target = (item["target"] + 1) * 127.5
+    for label, part in enumerate(("skin", "hair", "shirt", "trousers", "shoes"), start=1):
+        if part == "shirt" and look.stripes != "none" or not (item["target_parts"] == label).any():
+            continue
+        mean = target[:, item["target_parts"] == label].mean(dim=1)
+        assert (mean - torch.tensor(getattr(look, part), dtype=torch.float32)).norm() < 35, part
