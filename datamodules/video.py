@@ -95,24 +95,41 @@ class VideoDataModule(PersonPairDataModule):
         root: The dataset folder holding ``train/`` and ``test/``, one folder per video in each.
         image_size: Image height (the width is the same, stretched, unless ``keep_aspect``).
         min_confidence: OpenPose joints with a lower confidence are missing (then filled from neighbouring frames).
+        test_videos: Evaluate only these test videos (folder names; default all), e.g. one fine-tuned subject's.
+        test_frames: Evaluate only these target frame indices of each test video (default all but the first, the
+            source), e.g. the frames a subject fine-tuning did not see.
         **kwargs: The remaining options of ``PersonPairDataModule`` (pose encoding, ``pose_window``, augmentation,
             batch size, ...).
     """
 
-    def __init__(self, root: str, image_size: int = 256, min_confidence: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        min_confidence: float = 0.1,
+        test_videos: list[str] | None = None,
+        test_frames: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(root, image_size=image_size, **kwargs)
         self.min_confidence = min_confidence
+        self.test_videos = test_videos
+        self.test_frames = test_frames
 
     def videos(self, split: Split) -> list[list[VideoFrame]]:
         """The split's videos, each its frames in order."""
         folder = self.root / split
         if not folder.is_dir():
             raise FileNotFoundError(f"dataset folder not found: {folder}")
-        videos = [read_video(video, self.min_confidence)
-                  for video in sorted(folder.iterdir(), key=lambda path: natural_key(path.name)) if video.is_dir()]
-        if not videos:
+        folders = sorted((path for path in folder.iterdir() if path.is_dir()), key=lambda path: natural_key(path.name))
+        if split == "test" and self.test_videos is not None:
+            unknown = sorted(set(self.test_videos) - {video.name for video in folders})
+            if unknown:
+                raise ValueError(f"test_videos: {unknown} are not videos of {folder}")
+            folders = [video for video in folders if video.name in self.test_videos]
+        if not folders:
             raise ValueError(f"{folder} holds no video folders")
-        return videos
+        return [read_video(video, self.min_confidence) for video in folders]
 
     def read_pairs(self, split: Split) -> list[PairSample]:
         samples = []
@@ -121,7 +138,10 @@ class VideoDataModule(PersonPairDataModule):
                 everyone = tuple(frames)  # one shared tuple per video: memory stays linear in its length
                 samples += [PairSample(frame, everyone) for frame in frames]
             else:
-                samples += [PairSample(frame, (frames[0],)) for frame in frames[1:]]
+                keep = range(1, len(frames)) if self.test_frames is None else self.test_frames
+                if any(not 0 <= index < len(frames) for index in keep):
+                    raise ValueError(f"test_frames {list(keep)}: a video has frames 0..{len(frames) - 1}")
+                samples += [PairSample(frames[index], (frames[0],)) for index in keep]
         return samples
 
     def fid_reference_images(self, split: Split) -> list[Path]:

@@ -101,3 +101,15 @@ def test_a_video_dataset_trains_with_a_pose_window_through_the_cli(tmp_path):
     checkpoint = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 2
     assert (checkpoint["hyper_parameters"]["pose_channels"], checkpoint["hyper_parameters"]["pose_window"]) == (60, 3)
+
+
+def test_the_test_split_can_be_restricted_to_some_videos_and_frames(tmp_path):
+    for video in ("a", "b"):
+        write_video(tmp_path / f"data/test/{video}", 5)
+    data = module(tmp_path / "data", test_videos=["b"], test_frames=[2, 4])
+    assert [sample.target.name for sample in data.read_pairs("test")] == ["b/00002.png", "b/00004.png"]
+    assert data.fid_reference_images("test") == [tmp_path / f"data/test/b/frames/{i:05d}.png" for i in range(5)]
+    with pytest.raises(ValueError, match=r"test_videos: \['c'\] are not videos"):
+        module(tmp_path / "data", test_videos=["c"]).read_pairs("test")
+    with pytest.raises(ValueError, match="a video has frames 0..4"):
+        module(tmp_path / "data", test_frames=[5]).read_pairs("test")
