@@ -83,6 +83,9 @@ class SampleGridLogger(Callback):
         return f"val/samples_{self.sampling.sampler}{self.sampling.steps}"
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if self.animation and not hasattr(pl_module, "pose_window"):  # on every rank, before any training
+            raise ValueError(f"sample_grid.animation animates pose-guided video frames; {type(pl_module).__name__} "
+                             "has no poses")
         self._png_dir = Path(trainer.log_dir or trainer.default_root_dir) / "images" / "val"
 
     def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -112,8 +115,6 @@ class SampleGridLogger(Callback):
         generator = torch.Generator(device=pl_module.device).manual_seed(self.sampling.seed)
         x_T = None
         if self.animation:
-            if "target" not in examples:
-                raise ValueError("sample_grid.animation needs video frames with a target image (PIDM on video data)")
             shape = (1, *examples["target"].shape[1:])
             x_T = torch.randn(shape, generator=generator, device=pl_module.device).expand_as(examples["target"])
         generated = pl_module.generate_batch(examples, sampling=self.sampling, generator=generator, x_T=x_T,

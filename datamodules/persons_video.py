@@ -10,6 +10,7 @@ test videos.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,7 @@ class PersonsVideoSpec:
                              f"poses ({self.persons.poses_per_identity})")
 
 
+@functools.lru_cache(maxsize=256)  # every evaluation frame of a video asks for the same skeletons
 def video_joints(spec: PersonsVideoSpec, identity: int) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The identity's full skeletons ``(frames, 18, 2)``: its keyframe poses joined linearly; and the background."""
     keyframes = [image_scene(spec.persons, identity, pose) for pose in range(spec.persons.poses_per_identity)]
@@ -46,7 +48,9 @@ def video_joints(spec: PersonsVideoSpec, identity: int) -> tuple[np.ndarray, tup
     positions = np.linspace(0, len(keyframes) - 1, spec.frames_per_video)
     lower = np.minimum(np.floor(positions).astype(int), len(keyframes) - 2)
     weight = (positions - lower)[:, None, None]
-    return (1 - weight) * joints[lower] + weight * joints[lower + 1], keyframes[0][2]
+    frames = (1 - weight) * joints[lower] + weight * joints[lower + 1]
+    frames.setflags(write=False)  # cached and shared
+    return frames, keyframes[0][2]
 
 
 def _write_videos(root: Path, spec: PersonsVideoSpec) -> None:

@@ -1,5 +1,6 @@
 """CFGFineTune drops conditions from its start step at its rate; SampleGridLogger logs the per-example grid."""
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.demos.boring_classes import BoringModel
@@ -166,3 +167,8 @@ def test_delayed_ema_copies_the_raw_weights_into_a_run_that_ends_before_it_start
     trained = model.layer.weight.detach().clone()
     assert torch.equal(ema._average_model.module.layer.weight, trained)  # not the initialisation copied back
     pickle.loads(pickle.dumps(ema))  # ddp_spawn pickles the callbacks
+
+
+def test_an_animation_grid_of_a_model_without_poses_is_refused_before_training():
+    with pytest.raises(ValueError, match="sample_grid.animation animates pose-guided video frames"):
+        SampleGridLogger(animation=True).setup(None, pl.LightningModule(), "fit")
