@@ -81,6 +81,7 @@ def evaluation_args(root: Path, stats: str, *extra: str) -> list[str]:
         "--model.init_args.test_sampling.steps=2",
         "--model.init_args.evaluation.lpips.num_samples=2",
         f"--model.init_args.evaluation.fid.stats_dir={root / stats}",
+        f"--model.init_args.evaluation.miou.segmenter={root / 'segmenter.ckpt'}",
         f"--ckpt_path={root / 'runs/sdm_shapes/version_0/checkpoints/last.ckpt'}",
         *extra,
     )
@@ -89,8 +90,7 @@ def evaluation_args(root: Path, stats: str, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def first_run(workspace) -> Path:
     """One single-process test run with FID, LPIPS diversity (2 samples) and mIoU; returns its log dir."""
-    segmenter = f"--model.init_args.evaluation.miou.segmenter={workspace / 'segmenter.ckpt'}"
-    run_test(evaluation_args(workspace, "stats", segmenter))
+    run_test(evaluation_args(workspace, "stats"))
     return workspace / "runs/sdm_shapes/version_1"
 
 
@@ -130,7 +130,8 @@ def test_full_run_writes_paired_pngs_metrics_json_and_hparams(workspace, first_r
 def test_a_second_run_never_overwrites_the_first(workspace, first_run):
     first_report = (first_run / "test" / "metrics.json").read_text()
     with pytest.warns(UserWarning) as warned:
-        run_test(evaluation_args(workspace, "stats", "--trainer.limit_test_batches=1"))
+        run_test(evaluation_args(workspace, "stats", "--trainer.limit_test_batches=1",
+                                 '--model.init_args.evaluation={"miou": null}'))
     messages = [str(warning.message) for warning in warned]
     assert any(re.search(r"mIoU skipped.*configs/segmenter/shapes\.yaml", message) for message in messages)
     assert f"FID computed from 2 generated images, but the full test split has {NUM_TEST}" in " ".join(messages)
@@ -170,8 +171,7 @@ def test_a_partial_run_never_writes_the_cache_and_a_full_run_computes_fresh_stat
 @pytest.mark.slow
 def test_two_process_ddp_scores_every_sample_once(workspace, first_run):
     run_test(evaluation_args(
-        workspace, "stats_ddp", f"--model.init_args.evaluation.miou.segmenter={workspace / 'segmenter.ckpt'}",
-        "--trainer.strategy=ddp_spawn", "--trainer.devices=2",
+        workspace, "stats_ddp", "--trainer.strategy=ddp_spawn", "--trainer.devices=2",
         "--trainer.callbacks=[]",  # ddp_spawn pickles the trainer; the EMA callback holds a local function
         "--trainer.logger.init_args.name=ddp",
     ))  # fmt: skip

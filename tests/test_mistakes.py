@@ -272,7 +272,8 @@ def test_a_missing_weights_file_says_where_to_put_it_and_how_to_skip_the_metric(
     checkpoint = runs / "sdm_shapes/version_0/checkpoints/last.ckpt"
     with pytest.raises(SystemExit):
         run_main(evaluate_main, tiny_args(runs, trained / "shapes", f"--ckpt_path={checkpoint}",
-                                      f"--model.init_args.evaluation.fid.stats_dir={trained / 'stats'}"))
+                                          '--model.init_args.evaluation={"miou": null}',
+                                          f"--model.init_args.evaluation.fid.stats_dir={trained / 'stats'}"))
     error, hint = report(capsys)
     assert error.startswith("error: Missing weights file 'alexnet-owt-7be5be79.pth' (LPIPS AlexNet backbone")
     assert f"put it at {trained / 'no_weights' / 'alexnet-owt-7be5be79.pth'}" in hint
