@@ -36,8 +36,8 @@ def build_pidm_page(demo: PIDMDemo) -> None:
     with gr.Row():
         with gr.Column():
             source_pick = gr.Dropdown(names, value=first.name, label="source person", elem_id="source_pick")
-            source = gr.Image(first.image, type="numpy", image_mode="RGB", label="source", elem_id="source",
-                              sources=["upload", "clipboard"], height=260)
+            source = gr.Image(_enlarged(first.image, demo.size), type="numpy", image_mode="RGB", label="source",
+                              elem_id="source", sources=["upload", "clipboard"], height=260)
         with gr.Column():
             pose_pick = gr.Dropdown(names, value=first.name, label="target pose", elem_id="pose_pick")
             skeleton = gr.Image(skeleton_picture(first.keypoints, demo.size), type="numpy", interactive=False,
@@ -65,7 +65,8 @@ def build_pidm_page(demo: PIDMDemo) -> None:
         with gr.Tab("Pose transfer"):
             count = gr.Number(1, precision=0, minimum=1, maximum=16, label="samples")
             transfer, transfer_stop = run_buttons("Generate", "generate")
-            gallery = gr.Gallery(label="samples", columns=4, elem_id="gallery", format="png")
+            gallery = gr.Gallery(label="samples", columns=4, height=320, object_fit="contain", elem_id="gallery",
+                                 format="png")
         with gr.Tab("Appearance control"):
             gr.Markdown("Paint the region of the reference person to take from the source (e.g. the shirt); the "
                         "reference's pose is the target pose above, so pick the reference there too.")
@@ -77,11 +78,11 @@ def build_pidm_page(demo: PIDMDemo) -> None:
             restyle, restyle_stop = run_buttons("Restyle region", "restyle")
             restyled = gr.Image(label="result", format="png", interactive=False)
         with gr.Tab("Style interpolation"):
-            source2 = gr.Image(demo.examples[-1].image, type="numpy", image_mode="RGB", label="second source",
-                               sources=["upload", "clipboard"], height=200)
+            source2 = gr.Image(_enlarged(demo.examples[-1].image, demo.size), type="numpy", image_mode="RGB",
+                               label="second source", sources=["upload", "clipboard"], height=200)
             mixes = gr.Number(5, precision=0, minimum=2, maximum=12, label="images from source to second source")
             interpolate, interpolate_stop = run_buttons("Interpolate (deterministic DDIM)", "interpolate")
-            mixed = gr.Gallery(label="interpolation", columns=6, format="png")
+            mixed = gr.Gallery(label="interpolation", columns=6, height=240, object_fit="contain", format="png")
         with gr.Tab("Animation"):
             gr.Markdown("Upload a pose sequence, one OpenPose JSON or GFLA txt file per frame (name order); every "
                         "frame shares one noise, as `python -m experiments.animate --noise shared` does.")
@@ -97,7 +98,7 @@ def build_pidm_page(demo: PIDMDemo) -> None:
         return skeleton_picture(points, demo.size, joint_index)
 
     def pick_source(name: str):
-        return by_name[name].image
+        return _enlarged(by_name[name].image, demo.size)
 
     def pick_pose(name: str, joint_index: int):
         chosen = by_name[name]

@@ -72,7 +72,8 @@ def build_sdm_page(demo: SDMDemo) -> None:
                                       elem_id="guidance_scale")
                 count = gr.Number(1, precision=0, minimum=1, maximum=16, label="samples", elem_id="num_samples")
             generate, generate_stop = run_buttons("Generate", "generate")
-            gallery = gr.Gallery(label="samples", columns=4, elem_id="gallery", format="png")
+            gallery = gr.Gallery(label="samples", columns=4, height=320, object_fit="contain", elem_id="gallery",
+                                 format="png")
             status = gr.Markdown(elem_id="status")
             with gr.Accordion("Regenerate a region of a sample", open=False):
                 gr.Markdown("Pick a sample in the gallery, paint the region to regenerate, and press the button: "
