@@ -63,7 +63,8 @@ def test_training_and_test_runs_both_appear_in_the_hparams_view(tmp_path):
     fit_main(tiny_args(tmp_path, "--trainer.max_steps=2"))
     train_run = tmp_path / "runs/sdm_shapes/version_0"
     evaluate_main(tiny_args(
-        tmp_path, f"--ckpt_path={train_run / 'checkpoints/last.ckpt'}", '--model.init_args.evaluation={"lpips": null, "miou": null}',
+        tmp_path, f"--ckpt_path={train_run / 'checkpoints/last.ckpt'}",
+        '--model.init_args.evaluation={"lpips": null, "miou": null}',
         f"--model.init_args.evaluation.fid.stats_dir={tmp_path / 'stats'}",
     ))  # fmt: skip
     test_run = tmp_path / "runs/sdm_shapes/version_1"
