@@ -74,7 +74,7 @@ def test_training_and_test_runs_both_appear_in_the_hparams_view(tmp_path):
     assert set(train_view) == set(test_view) == {"_hparams_/session_start_info"}
     train_hparams = train_view["_hparams_/session_start_info"][0].session_start_info.hparams
     assert train_hparams["model"].string_value == "SDMLitModule"
-    assert train_hparams["lr"].number_value == 2e-4 and train_hparams["network/model_channels"].number_value == 8
+    assert train_hparams["lr"].number_value == 3e-4 and train_hparams["network/model_channels"].number_value == 8
     test_hparams = test_view["_hparams_/session_start_info"][0].session_start_info.hparams
     assert test_hparams["checkpoint"].string_value.endswith("version_0/checkpoints/last.ckpt")
     assert {"test_sampling/sampler", "test_sampling/steps", "num_samples"} <= set(test_hparams)

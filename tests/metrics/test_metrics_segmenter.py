@@ -67,7 +67,7 @@ def test_shapes_segmenter_fits_and_tests_from_its_checkpoint_with_the_cli(tmp_pa
     config = ["--config", str(CONFIGS / "shapes.yaml"), "--model.init_args.encoder_name=resnet18",
               "--model.init_args.model_kwargs={encoder_depth: 3, decoder_channels: [16, 8, 4]}"]
     run_cli("fit", [*config, *data, "--trainer.max_epochs=1"])
-    checkpoint = next((tmp_path / "runs").glob("segmenter_shapes/version_0/checkpoints/epoch=*.ckpt"))
+    checkpoint = next((tmp_path / "runs").glob("segmenter_shapes/version_0/checkpoints/best.ckpt"))
     assert "instance_edges" not in torch.load(checkpoint, weights_only=True)["hyper_parameters"]
     assert SegmenterLitModule.load_from_checkpoint(checkpoint).hparams.num_classes == 7
     cli = run_cli("test", [*config, *data, "--ckpt_path", str(checkpoint)])
