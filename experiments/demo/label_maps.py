@@ -18,6 +18,11 @@ from experiments.demo.jobs import DemoInputError
 CANVAS_PIXELS = 320  # the painting canvas is enlarged by an integer factor to at least this long side
 
 
+def enlarged(image: np.ndarray, scale: int) -> np.ndarray:
+    """``image`` (H, W[, C]) with every pixel repeated ``scale`` times down and across (shown as pixels)."""
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
 @dataclass(frozen=True)
 class LabelCodec:
     """What an SDM model's label maps mean and how the page draws them.
@@ -91,7 +96,7 @@ class LabelCodec:
 
     def colourise(self, classes: np.ndarray) -> np.ndarray:
         """Class ids (H, W) as the enlarged RGB canvas (H·scale, W·scale, 3)."""
-        return np.repeat(np.repeat(self.palette[classes], self.scale, axis=0), self.scale, axis=1)
+        return enlarged(self.palette[classes], self.scale)
 
     def from_painting(self, painting: np.ndarray) -> np.ndarray:
         """Class ids (H, W) of an RGB(A) painting of the enlarged canvas (any size is resized to it first)."""
@@ -106,13 +111,6 @@ class LabelCodec:
         blocks = nearest.reshape(self.size[0], self.scale, self.size[1], self.scale).transpose(0, 2, 1, 3)
         counts = np.eye(self.num_classes, dtype=np.int32)[blocks.reshape(*self.size, -1)].sum(2)
         return counts.argmax(-1)
-
-    def resized(self, classes: np.ndarray) -> np.ndarray:
-        """Class ids of another size brought to the model's size (nearest neighbour, at pixel centres)."""
-        if classes.shape == self.size:
-            return classes
-        return cv2.resize(classes.astype(np.int32), (self.size[1], self.size[0]),
-                          interpolation=cv2.INTER_NEAREST_EXACT).astype(np.int64)
 
 
 def builtin_layout(codec: LabelCodec, shapes_data: bool) -> np.ndarray:

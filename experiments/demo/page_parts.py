@@ -9,16 +9,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import gradio as gr
+import numpy as np
 
 from experiments.demo.jobs import DemoInputError, SamplingCancelled, SamplingJobs
 from experiments.errors import CommandError
 from lightning_modules.base import SamplerSettings
 
 log = logging.getLogger("condiff.demo")
+Painting = dict[str, Any]  # an ImageEditor's value: background, layers, composite
 SAMPLERS = ["ddpm", "ddim", "dpmpp_2m"]
 # Every sampling event shares one queue slot: one request at a time per model, the others wait in the queue.
 ONE_AT_A_TIME = {"concurrency_id": "model", "concurrency_limit": 1}
+
+
+def editor_value(background: np.ndarray) -> Painting:
+    """An ImageEditor value showing ``background`` with nothing painted on it."""
+    return {"background": background, "layers": [], "composite": None}
+
+
+def painted_mask(value: Painting | None, size: tuple[int, int]) -> np.ndarray:
+    """Where an editor was painted on, as bool (H, W) at the model's size (a model pixel counts when most of its
+    enlarged block is painted)."""
+    layers = [] if value is None else [np.asarray(layer) for layer in value.get("layers") or [] if layer is not None]
+    if not layers:
+        return np.zeros(size, dtype=bool)
+    alpha = np.max([layer[..., 3] if layer.ndim == 3 and layer.shape[2] == 4 else layer.max(-1) for layer in layers],
+                   axis=0)
+    return cv2.resize((alpha > 0).astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA) >= 0.5
 
 
 def shown_in_page(handler: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,9 +10,12 @@ import numpy as np
 
 from datamodules.keypoints import KEYPOINT_NAMES
 from experiments.demo.jobs import DemoInputError
+from experiments.demo.label_maps import enlarged
 from experiments.demo.page_parts import (
     ONE_AT_A_TIME,
     SamplerControls,
+    editor_value,
+    painted_mask,
     progress_report,
     run_buttons,
     shown_in_page,
@@ -20,12 +23,12 @@ from experiments.demo.page_parts import (
 )
 from experiments.demo.pidm_backend import GUIDANCE_FORMS, PIDMDemo
 from experiments.demo.pose_editing import picture_scale, place_joint, remove_joint, skeleton_picture
-from experiments.demo.sdm_page import painted_mask
 
 
 def build_pidm_page(demo: PIDMDemo) -> None:
     """The PIDM page's widgets and events, inside the caller's ``gr.Blocks``."""
     first = demo.examples[0]
+    zoom = picture_scale(demo.size)  # screen pixels per image pixel
     names = [e.name for e in demo.examples]
     by_name = {e.name: e for e in demo.examples}
     guidance = demo.model.guidance
@@ -36,7 +39,7 @@ def build_pidm_page(demo: PIDMDemo) -> None:
     with gr.Row():
         with gr.Column():
             source_pick = gr.Dropdown(names, value=first.name, label="source person", elem_id="source_pick")
-            source = gr.Image(_enlarged(first.image, demo.size), type="numpy", image_mode="RGB", label="source",
+            source = gr.Image(enlarged(first.image, zoom), type="numpy", image_mode="RGB", label="source",
                               elem_id="source", sources=["upload", "clipboard"], height=260)
         with gr.Column():
             pose_pick = gr.Dropdown(names, value=first.name, label="target pose", elem_id="pose_pick")
@@ -71,14 +74,14 @@ def build_pidm_page(demo: PIDMDemo) -> None:
             gr.Markdown("Paint the region of the reference person to take from the source (e.g. the shirt); the "
                         "reference's pose is the target pose above, so pick the reference there too.")
             reference = gr.ImageEditor(
-                value={"background": _enlarged(first.image, demo.size), "layers": [], "composite": None},
+                value=editor_value(enlarged(first.image, zoom)),
                 type="numpy", image_mode="RGBA", format="png", label="reference", sources=("upload",), transforms=(),
                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), elem_id="reference",
             )  # fmt: skip
             restyle, restyle_stop = run_buttons("Restyle region", "restyle")
             restyled = gr.Image(label="result", format="png", interactive=False)
         with gr.Tab("Style interpolation"):
-            source2 = gr.Image(_enlarged(demo.examples[-1].image, demo.size), type="numpy", image_mode="RGB",
+            source2 = gr.Image(enlarged(demo.examples[-1].image, zoom), type="numpy", image_mode="RGB",
                                label="second source", sources=["upload", "clipboard"], height=200)
             mixes = gr.Number(5, precision=0, minimum=2, maximum=12, label="images from source to second source")
             interpolate, interpolate_stop = run_buttons("Interpolate (deterministic DDIM)", "interpolate")
@@ -98,12 +101,11 @@ def build_pidm_page(demo: PIDMDemo) -> None:
         return skeleton_picture(points, demo.size, joint_index)
 
     def pick_source(name: str):
-        return _enlarged(by_name[name].image, demo.size)
+        return enlarged(by_name[name].image, zoom)
 
     def pick_pose(name: str, joint_index: int):
         chosen = by_name[name]
-        return chosen.keypoints, show_pose(chosen.keypoints, joint_index), {
-            "background": _enlarged(chosen.image, demo.size), "layers": [], "composite": None}
+        return chosen.keypoints, show_pose(chosen.keypoints, joint_index), editor_value(enlarged(chosen.image, zoom))
 
     @shown_in_page
     def upload_pose(file: str | None, points: np.ndarray, joint_index: int):
@@ -171,20 +173,16 @@ def build_pidm_page(demo: PIDMDemo) -> None:
     joint.change(show_pose, [keypoints, joint], skeleton)
     skeleton.select(click_joint, [keypoints, joint], [keypoints, skeleton])
     hide.click(drop_joint, [keypoints, joint], [keypoints, skeleton])
-    events = {
-        transfer_stop: transfer.click(run_transfer, [source, keypoints, *sampler_inputs, count], [gallery, status],
-                                      **ONE_AT_A_TIME),
-        restyle_stop: restyle.click(run_restyle, [source, reference, keypoints, *sampler_inputs], [restyled, status],
-                                    **ONE_AT_A_TIME),
-        interpolate_stop: interpolate.click(run_interpolate, [source, source2, keypoints, *sampler_inputs, mixes],
-                                            [mixed, status], **ONE_AT_A_TIME),
-        animate_stop: animate.click(run_animate, [source, sequence, fps, frame_size, *sampler_inputs],
-                                    [animation, status], **ONE_AT_A_TIME),
-    }
-    for stop, event in events.items():
+    events = [
+        (transfer_stop, transfer.click(run_transfer, [source, keypoints, *sampler_inputs, count], [gallery, status],
+                                       **ONE_AT_A_TIME)),
+        (restyle_stop, restyle.click(run_restyle, [source, reference, keypoints, *sampler_inputs],
+                                     [restyled, status], **ONE_AT_A_TIME)),
+        (interpolate_stop, interpolate.click(run_interpolate, [source, source2, keypoints, *sampler_inputs, mixes],
+                                             [mixed, status], **ONE_AT_A_TIME)),
+        (animate_stop, animate.click(run_animate, [source, sequence, fps, frame_size, *sampler_inputs],
+                                     [animation, status], **ONE_AT_A_TIME)),
+    ]
+    for stop, event in events:
         stop_on_click(stop, demo.jobs, event, status)
 
-
-def _enlarged(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    scale = picture_scale(size)
-    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from datamodules.palettes import bit_interleaved_palette
 from datamodules.semantic_files import read_index_map
 from datamodules.shapes import ShapesDataModule
 from experiments.demo.jobs import DemoInputError, ProgressReport, SamplingJobs
@@ -18,7 +19,6 @@ from experiments.demo.run_config import sampler_settings
 from lightning_modules.editing import inpaint
 from lightning_modules.metrics.image_conversion import to_uint8
 from lightning_modules.sdm import ClassifierFreeGuidance, SDMLitModule
-from datamodules.palettes import bit_interleaved_palette
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import cv2
 import gradio as gr
@@ -12,29 +11,19 @@ import numpy as np
 
 from datamodules.semantic_files import read_index_map
 from experiments.demo.jobs import DemoInputError
+from experiments.demo.label_maps import enlarged
 from experiments.demo.page_parts import (
     ONE_AT_A_TIME,
+    Painting,
     SamplerControls,
+    editor_value,
+    painted_mask,
     progress_report,
     run_buttons,
     shown_in_page,
     stop_on_click,
 )
 from experiments.demo.sdm_backend import SDMDemo
-
-Painting = dict[str, Any]  # the ImageEditor's value: background, layers, composite
-
-
-def painted_mask(value: Painting | None, size: tuple[int, int]) -> np.ndarray:
-    """Where a region editor was painted on, as bool (H, W) at the model's size (a label pixel counts when most of
-    its enlarged block is painted)."""
-    layers = [] if value is None else [layer for layer in value.get("layers") or [] if layer is not None]
-    if not layers:
-        return np.zeros(size, dtype=bool)
-    alpha = np.max([np.asarray(layer)[..., 3] if np.asarray(layer).ndim == 3 and np.asarray(layer).shape[2] == 4
-                    else np.asarray(layer).max(-1) for layer in layers], axis=0)
-    return cv2.resize((alpha > 0).astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA) >= 0.5
-
 
 def build_sdm_page(demo: SDMDemo) -> None:
     """The SDM page's widgets and events, inside the caller's ``gr.Blocks``."""
@@ -51,7 +40,7 @@ def build_sdm_page(demo: SDMDemo) -> None:
             example = gr.Dropdown([e.name for e in demo.examples], value=first.name, label="start from",
                                   elem_id="example")
             canvas = gr.ImageEditor(
-                value={"background": codec.colourise(first.classes), "layers": [], "composite": None},
+                value=editor_value(codec.colourise(first.classes)),
                 type="numpy", image_mode="RGB", format="png", label="label map", elem_id="label_canvas",
                 canvas_size=canvas_size, fixed_canvas=True, sources=(), transforms=(), layers=False,
                 brush=gr.Brush(colors=codec.hex_colours(), color_mode="fixed", default_color=codec.hex_colours()[0],
@@ -85,12 +74,9 @@ def build_sdm_page(demo: SDMDemo) -> None:
                 regenerate, regenerate_stop = run_buttons("Regenerate region", "regenerate")
     selected = gr.State(0)
 
-    def enlarged(image: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
-
     def load_example(name: str):
         chosen = next(e for e in demo.examples if e.name == name)
-        return ({"background": codec.colourise(chosen.classes), "layers": [], "composite": None},
+        return (editor_value(codec.colourise(chosen.classes)),
                 {"classes": chosen.classes, "instance": chosen.instance})
 
     @shown_in_page
@@ -98,7 +84,7 @@ def build_sdm_page(demo: SDMDemo) -> None:
         if file is None:
             return gr.update(), current, None
         classes = codec.to_classes(read_index_map(Path(file)), Path(file).name)
-        return ({"background": codec.colourise(classes), "layers": [], "composite": None},
+        return (editor_value(codec.colourise(classes)),
                 {"classes": classes, "instance": None}, None)  # the upload box empties, ready for the next file
 
     @shown_in_page
@@ -141,13 +127,13 @@ def build_sdm_page(demo: SDMDemo) -> None:
                                guidance_scale=guidance_scale, num_samples=int(num_samples),
                                report=progress_report(progress))
         summary = f"{len(images)} sample(s), {sampler} {int(steps)} steps, guidance {guidance_scale}, seed {int(seed)}"
-        first_result = {"background": enlarged(images[0]), "layers": [], "composite": None}
+        first_result = editor_value(enlarged(images[0], scale))
         return images, images, f"{summary}{'; ' + note if note else ''}", first_result, 0
 
     def pick(images: list, event: gr.SelectData):
         if not images:
             return gr.update(), 0
-        return {"background": enlarged(images[event.index]), "layers": [], "composite": None}, event.index
+        return editor_value(enlarged(images[event.index], scale)), event.index
 
     @shown_in_page
     def run_region(value, region_value, images, index, current, sampler, steps, seed, guidance_scale,
@@ -161,8 +147,8 @@ def build_sdm_page(demo: SDMDemo) -> None:
                               guidance_scale=guidance_scale, reference=np.asarray(images[index])[..., :3],
                               mask=mask, report=progress_report(progress))[0]
         images = [*images[:index], image, *images[index + 1:]]
-        return images, images, f"regenerated {int(mask.sum())} pixels of sample {index + 1}", {
-            "background": enlarged(image), "layers": [], "composite": None}
+        return (images, images, f"regenerated {int(mask.sum())} pixels of sample {index + 1}",
+                editor_value(enlarged(image, scale)))
 
     example.change(load_example, example, [canvas, state])
     upload.upload(load_upload, [upload, state], [canvas, state, upload])
