@@ -22,7 +22,7 @@ value alone, and ``--print_config`` shows the merged sections.
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -31,7 +31,9 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from callbacks.ema import DelayedEMA
 from callbacks.sample_grid import SampleGridLogger
 from experiments.checkpoint_checks import check_ckpt_path
-from experiments.errors import parse_args
+from experiments.errors import CommandError, parse_args
+from experiments.predict import GuidanceOverride, SamplingOverride
+from experiments.refining import load_chained_refiner
 from experiments.resume import continue_in_run_directory, resolve_last_checkpoint
 from experiments.run_directory import remove_if_failed_early
 
@@ -88,6 +90,16 @@ class CondiffCLI(LightningCLI):
         for section, callback_class in NAMED_CALLBACKS:
             parser.add_lightning_class_args(callback_class, section, subclass_mode=True, required=False)
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "test":
+            parser.add_argument("--refiner", type=Optional[str], default=None,
+                                help="A refiner checkpoint (lightning_modules.refiner) that refines the PIDM model's "
+                                     "test images; the test then scores refined and coarse images side by side")
+            parser.add_class_arguments(SamplingOverride, "refiner_sampling")
+            parser.add_class_arguments(GuidanceOverride, "refiner_guidance")
+        return parser
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
         # LightningCLI hands over every named section's callback, also a null one (a segmenter has no EMA).
         return super()._instantiate_trainer(config, [callback for callback in callbacks if callback is not None])
@@ -117,7 +129,13 @@ class CondiffCLI(LightningCLI):
         check_ckpt_path(config.ckpt_path, self.model)
 
     def before_test(self) -> None:
-        check_ckpt_path(self.config_init[self.subcommand].ckpt_path, self.model)
+        config = self.config_init[self.subcommand]
+        check_ckpt_path(config.ckpt_path, self.model)
+        if config.refiner is not None:
+            self.model.attach_refiner(load_chained_refiner(config.refiner, self.model, config.refiner_sampling,
+                                                           config.refiner_guidance))
+        elif config.refiner_sampling != SamplingOverride() or config.refiner_guidance != GuidanceOverride():
+            raise CommandError("--refiner_sampling/--refiner_guidance set the refiner's sampling: give --refiner too")
 
 
 def run_cli(subcommand: str, args: list[str] | None = None, **kwargs: Any) -> CondiffCLI:

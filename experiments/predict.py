@@ -32,7 +32,7 @@ under ``--poses`` (and in docs/pidm.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +62,7 @@ LabelRemap = Callable[[np.ndarray], np.ndarray]
 # Options of each family's modes (an option of the other family is an error).
 SDM_OPTIONS = ("labels", "instances", "data_config", "image", "mask_labels")
 PIDM_OPTIONS = ("source", "poses", "edit", "reference", "reference_pose", "source2", "pose", "num_mixes", "size",
-                "heatmap_sigma")
+                "heatmap_sigma", "refiner")
 PIDM_GUIDANCE = ("form", "w_pose", "w_style")
 
 
@@ -82,6 +82,23 @@ class GuidanceOverride:
     form: Literal["disentangled", "style_only", "nested"] | None = None
     w_pose: float | None = None
     w_style: float | None = None
+
+
+@dataclass
+class SamplingOverride:
+    """Sampler settings replacing a checkpoint's; unset ones keep the checkpoint's.
+
+    Args:
+        sampler: ``ddpm``, ``ddim`` or ``dpmpp_2m``.
+        steps: Denoising steps.
+        eta: DDIM eta.
+        seed: Noise seed.
+    """
+
+    sampler: SamplerName | None = None
+    steps: int | None = None
+    eta: float | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -121,6 +138,10 @@ class PredictOptions:
         num_mixes: PIDM ``--edit interpolate``: images from source to source2 (default 5).
         size: PIDM: image size ``[H, W]`` (default: the model's square ``image_size``).
         heatmap_sigma: PIDM with 18-channel heatmap poses: Gaussian sigma in pixels (default 6).
+        refiner: PIDM pose transfer: a refiner checkpoint (``lightning_modules.refiner``) that refines every
+            generated image; the first stage's images are written to ``<out>/coarse/``.
+        refiner_sampling: The refiner's sampler settings (default: its checkpoint's).
+        refiner_guidance: The refiner's guidance (``w_pose``: the coarse image; default: its checkpoint's).
     """
 
     ckpt_path: Path
@@ -150,6 +171,9 @@ class PredictOptions:
     num_mixes: int | None = None
     size: tuple[int, int] | None = None
     heatmap_sigma: float | None = None
+    refiner: Path | None = None
+    refiner_sampling: SamplingOverride = field(default_factory=SamplingOverride)
+    refiner_guidance: GuidanceOverride = field(default_factory=GuidanceOverride)
 
 
 def parse_options(argv: Sequence[str] | None = None) -> PredictOptions:
@@ -178,7 +202,7 @@ def check_options(options: PredictOptions) -> None:
     check_sampler_options(options)
     require_checkpoint_file(options.ckpt_path)
     for name in ("labels", "instances", "data_config", "image", "mask", "source", "poses", "reference",
-                 "reference_pose", "source2", "pose"):
+                 "reference_pose", "source2", "pose", "refiner"):
         path = getattr(options, name)
         if path is not None and not path.exists():
             raise CommandError(f"--{name} {path} does not exist")
@@ -198,9 +222,8 @@ def reject_options(
 
 def sampler_settings(model: DiffusionLitModule, options: PredictOptions) -> SamplerSettings:
     """The checkpoint's sampler settings, with those given on the command line replacing them."""
-    given = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta, "seed": options.seed}
     try:
-        return replace(model.sampling, **{name: value for name, value in given.items() if value is not None})
+        return model.sampling.overridden(options.sampler, options.steps, options.eta, options.seed)
     except ValueError as error:
         raise CommandError(f"--sampler/--steps/--eta: {error}") from None
 

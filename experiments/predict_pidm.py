@@ -34,6 +34,7 @@ from experiments.predict import (
 )
 from lightning_modules.base import SamplerSettings
 from lightning_modules.editing import appearance_control, interpolate_styles
+from lightning_modules.metrics.image_conversion import png_rounded
 from lightning_modules.pidm import PIDMLitModule, PoseStyleGuidance
 
 POSE_SUFFIXES = (".txt", ".pt", ".npy")
@@ -120,7 +121,7 @@ def predict_pidm(model: PIDMLitModule, options: PredictOptions, sampling: Sample
     if options.edit != "interpolate":
         _reject_for_mode(options, "source2", "pose", "num_mixes")
     if options.edit is not None:
-        _reject_for_mode(options, "poses")
+        _reject_for_mode(options, "poses", "refiner")
     if options.edit != "appearance":
         _reject_for_mode(options, "reference", "reference_pose", "mask")
     if model.pose_channels == POSE_CHANNELS["official20"]:
@@ -173,19 +174,35 @@ def predict_pidm(model: PIDMLitModule, options: PredictOptions, sampling: Sample
         progress.close()
         return save_images(out, paths)
     _require(options, "poses")
+    refiner = None
+    if options.refiner is not None:
+        from experiments.refining import load_chained_refiner  # imports this module's options
+
+        refiner = load_chained_refiner(options.refiner, model, options.refiner_sampling, options.refiner_guidance)
+        refiner.module.to(device)
     pose_files = _pose_files(options.poses)
     files = [path for path in pose_files for _ in range(options.num_samples)]
-    paths = [options.out / f"{name}.png" for path in pose_files
+    names = [name for path in pose_files
              for name in _sample_names(f"{options.source.stem}_to_{path.stem}", options.num_samples)]
-    check_free(paths, options.overwrite)
+    paths = [options.out / f"{name}.png" for name in names]
+    coarse_paths = [] if refiner is None else [options.out / "coarse" / f"{name}.png" for name in names]
+    check_free(paths + coarse_paths, options.overwrite)
     chunks = [files[start : start + options.batch_size] for start in range(0, len(files), options.batch_size)]
-    progress = DenoisingProgress(sampling.steps * len(chunks))
-    outputs = []
+    steps_per_chunk = sampling.steps + (0 if refiner is None else refiner.sampling.steps)
+    progress = DenoisingProgress(steps_per_chunk * len(chunks))
+    outputs, coarse = [], []
     for chunk in chunks:
         poses = torch.cat([pose(p) for p in chunk])
-        outputs.append(
-            model.generate(source.expand(len(chunk), -1, -1, -1), poses, sampling=sampling, guidance=guidance,
-                           generator=generator, callback=progress.step)
-        )  # fmt: skip
+        sources = source.expand(len(chunk), -1, -1, -1)
+        images = model.generate(sources, poses, sampling=sampling, guidance=guidance, generator=generator,
+                                callback=progress.step)
+        if refiner is not None:
+            coarse.append(images)
+            images = refiner.module.refine(sources, poses, png_rounded(images),
+                                           sampling=refiner.sampling, guidance=refiner.guidance,
+                                           generator=generator, callback=progress.step)
+        outputs.append(images)
     progress.close()
-    return save_images(torch.cat(outputs), paths)
+    if refiner is not None:
+        save_images(torch.cat(coarse), coarse_paths)
+    return save_images(torch.cat(outputs), paths) + coarse_paths

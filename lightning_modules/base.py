@@ -21,7 +21,7 @@ a checkpoint sample with EMA weights (with the raw weights before the averaging 
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -79,6 +79,17 @@ class SamplerSettings:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.eta < 0 or (self.eta != 0 and self.sampler != "ddim"):
             raise ValueError(f"eta={self.eta}: a non-negative eta applies to the ddim sampler only")
+
+    def overridden(
+        self, sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None
+    ) -> "SamplerSettings":
+        """These settings with the given ones replacing them (None keeps a setting). A sampler other than DDIM
+        given without ``eta`` drops the DDIM eta of these settings (e.g. ``--sampler ddpm`` on a checkpoint that
+        samples with stochastic DDIM), which that sampler would refuse."""
+        if sampler is not None and sampler != "ddim" and eta is None:
+            eta = 0.0
+        given = {"sampler": sampler, "steps": steps, "eta": eta, "seed": seed}
+        return replace(self, **{name: value for name, value in given.items() if value is not None})
 
 
 def settings(cls: type[SettingsT], value: SettingsT | Mapping[str, Any]) -> SettingsT:

@@ -10,7 +10,7 @@ attributes it reads: ``evaluation`` (an :class:`EvaluationConfig` or None), ``te
 """
 
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,13 +51,19 @@ class EvaluationMixin:
         """Reset the sample count; a subclass then calls :meth:`start_test_evaluation`."""
         self.test_num_samples.reset()
 
-    def start_test_evaluation(self, fid_real_images: ImageSetFingerprint | None) -> None:
+    def start_test_evaluation(
+        self, fid_real_images: ImageSetFingerprint | None, extra_sets: Sequence[str] = ()
+    ) -> None:
         """Check the output folder is new and build the metrics on the device (nothing without ``evaluation``).
 
         Args:
             fid_real_images: The images FID's real statistics describe, from the DataModule: they key the
                 statistics cache, and their count is what complete statistics hold. None only without FID.
+            extra_sets: Names of further image sets scored with the same protocol beside the generated images
+                (e.g. ``coarse``: a refiner's inputs), in ``test_metric_sets``; reported as ``test/<set>/<metric>``
+                and under ``<set>`` in ``metrics.json``.
         """
+        object.__setattr__(self, "test_metric_sets", {})
         if self.evaluation is None:
             return
         outputs = TestOutputDir(Path(self.trainer.log_dir) / "test")
@@ -76,6 +82,8 @@ class EvaluationMixin:
         real_images = None if fid_real_images is None else asdict(fid_real_images)
         metrics = EvaluationMetrics(config, self.device, real_images, segmenter)
         object.__setattr__(self, "test_metrics", metrics)
+        for name in extra_sets:
+            self.test_metric_sets[name] = EvaluationMetrics(config, self.device, real_images, segmenter)
         if metrics.fid_needs_real:
             rank_zero_info("FID: no cached real statistics for these images; computing them in this run (cached when "
                            "fid.stats_dir is set and every real image is seen)")
@@ -105,6 +113,8 @@ class EvaluationMixin:
             for batch in tqdm(loader, desc=f"FID real statistics ({description})", disable=not show):
                 self.test_metrics.update_fid_real(batch["image"].to(self.device))
         self.test_metrics.finish_real_stats()
+        for metrics in self.test_metric_sets.values():
+            metrics.adopt_real_stats(self.test_metrics)
 
     def _run_evaluation_config(self) -> EvaluationConfig:
         """The evaluation config, checked for what would only fail after sampling (a missing segmenter file)."""
@@ -123,8 +133,14 @@ class EvaluationMixin:
         counts = self.test_metrics.counts()  # every rank
         for name, value in scores.items():
             self.log(f"test/{name}", value, sync_dist=True)
+        extra = {}
+        for set_name, metrics in self.test_metric_sets.items():
+            extra[set_name] = {"metrics": {name: float(value) for name, value in metrics.compute().items()},
+                               "counts": metrics.counts()}
+            for name, value in extra[set_name]["metrics"].items():
+                self.log(f"test/{set_name}/{name}", value, sync_dist=True)
         params = {"checkpoint": str(self.trainer.ckpt_path), "test_sampling": asdict(self.test_sampling),
-                  "num_samples": num_samples}
+                  "num_samples": num_samples, **self.test_run_description()}
         if self.trainer.is_global_zero:
             self._warn_if_fid_partial(counts)
             temporal = self.test_metrics.config.temporal
@@ -138,11 +154,23 @@ class EvaluationMixin:
                 "protocol": self.test_metrics.description,
                 "evaluation": asdict(self.test_metrics.config),
                 "model": type(self).__name__,
+                **extra,
             })
-            rank_zero_info(f"Test metrics of {num_samples} samples: {scores}; written to {path}")
+            shown = "".join(f"; {set_name}: {values['metrics']}" for set_name, values in extra.items())
+            rank_zero_info(f"Test metrics of {num_samples} samples: {scores}{shown}; written to {path}")
+        hp_values = {f"hp/{name}": value for name, value in scores.items()}
+        hp_values.update({f"hp/{set_name}/{name}": value for set_name, values in extra.items()
+                          for name, value in values["metrics"].items()})
         for logger in self.loggers:
-            log_to_hparams_view(logger, params, {f"hp/{name}": value for name, value in scores.items()})
+            log_to_hparams_view(logger, params, hp_values)
         self.test_metrics.reset()
+        for metrics in self.test_metric_sets.values():
+            metrics.reset()
+
+    def test_run_description(self) -> dict[str, Any]:
+        """Further settings of this test run for ``metrics.json`` and the hyperparameter view (e.g. a chained
+        refiner's checkpoint and sampler)."""
+        return {}
 
     def _warn_if_fid_partial(self, counts: Mapping[str, int]) -> None:
         """Warn when FID saw fewer generated images than the full test split holds (the protocol's count)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 import torch
@@ -13,6 +13,7 @@ from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplerSett
 from lightning_modules.diffusion import Guidance, StepCallback, disentangled, nested, style_only
 from lightning_modules.evaluation_io import TestOutputDir, named_noise, pair_name
 from lightning_modules.metrics import EvaluationMetrics
+from lightning_modules.metrics.image_conversion import png_rounded
 from lightning_modules.nets.pidm_unet import PIDMUNet, PIDMUNetConfig
 
 DropoutMode = Literal["independent", "joint", "style_only"]
@@ -132,6 +133,78 @@ def pose_preview(pose: Tensor) -> Tensor:
     else:
         picture = pose.amax(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     return picture * 2 - 1
+
+
+def test_pair_names(batch: Mapping[str, Any]) -> list[str]:
+    """``<source>_to_<target>`` of every pair of a test batch (file names and noise seeds)."""
+    return [pair_name(source, target) for source, target in zip(batch["source_path"], batch["target_path"],
+                                                                strict=True)]
+
+
+def score_person_images(metrics: EvaluationMetrics, images: Tensor, batch: Mapping[str, Any]) -> None:
+    """Score generated person images (B, 3, H, W) in [-1, 1] against the batch's targets: FID (the real statistics
+    are complete before sampling), reconstruction LPIPS, SSIM and, on the persons data, appearance transfer."""
+    if metrics.miou is not None or (metrics.lpips is not None and metrics.config.lpips.mode != "reconstruction"):
+        raise ValueError("PIDM evaluation takes evaluation.fid, evaluation.lpips with mode: reconstruction, "
+                         "evaluation.ssim and evaluation.appearance; set evaluation.miou to null and lpips.mode "
+                         "to reconstruction")
+    if metrics.appearance is not None and "target_parts" not in batch:
+        raise ValueError("evaluation.appearance needs body-part labels of the targets, which only the built-in "
+                         "persons data (datamodules.persons.PersonsDataModule) provides; set it to null for "
+                         "other datasets")
+    target = batch["target"]
+    if metrics.fid is not None:
+        metrics.update_fid(images)
+    if metrics.lpips is not None:
+        metrics.update_lpips(images, target)
+    if metrics.ssim is not None:
+        metrics.update_ssim(images, target)
+    if metrics.appearance is not None:
+        metrics.update_appearance(images, target, batch["target_parts"], batch["target_identity"])
+
+
+def save_person_images(
+    outputs: TestOutputDir, names: Sequence[str], batch: Mapping[str, Any], generated: Tensor,
+    coarse: Tensor | None = None,
+) -> None:
+    """PNGs of a test batch: ``generated/``, ``real/`` (target), ``source/``, ``pose/`` (target pose preview) and,
+    for a refiner, ``coarse/`` (its input)."""
+    outputs.save_images("generated", names, generated)
+    if coarse is not None:
+        outputs.save_images("coarse", names, coarse)
+    outputs.save_images("real", names, batch["target"])
+    outputs.save_images("source", names, batch["source"])
+    outputs.save_images("pose", names, pose_preview(batch["target_pose"]))
+
+
+@dataclass(frozen=True)
+class ChainedRefiner:
+    """A second stage that refines a first stage's images (PCDMs' progressive refinement) at test time.
+
+    Args:
+        module: The refiner (a :class:`lightning_modules.refiner.RefinerLitModule`).
+        checkpoint: Where it was loaded from (recorded with the metrics).
+        sampling: Its sampler settings.
+        guidance: Its guidance: ``w_pose`` weighs the coarse image (with the pose), ``w_style``/``scale`` the source.
+    """
+
+    module: Any
+    checkpoint: str
+    sampling: SamplerSettings
+    guidance: PoseStyleGuidance
+
+    def refine(self, batch: Mapping[str, Any], coarse: Tensor, names: Sequence[str]) -> Tensor:
+        """Refined images of ``coarse`` (B, 3, H, W); each pair's noise is seeded by its name. The refiner sees
+        the coarse images rounded to 8 bits, as it was trained on them (``experiments.coarse`` writes PNGs), so
+        chaining gives the images a refiner test on the saved coarse images gives."""
+        x_T = named_noise([f"{name}/refined" for name in names], tuple(coarse.shape[1:]), self.sampling.seed,
+                          device=coarse.device)
+        return self.module.generate_batch({**batch, "coarse": png_rounded(coarse)},
+                                          sampling=self.sampling, guidance=self.guidance, x_T=x_T)
+
+    def description(self) -> dict[str, Any]:
+        """What identifies the refinement in ``metrics.json``."""
+        return {"checkpoint": self.checkpoint, "sampling": asdict(self.sampling), "guidance": asdict(self.guidance)}
 
 
 class PIDMLitModule(DiffusionLitModule):
@@ -270,52 +343,58 @@ class PIDMLitModule(DiffusionLitModule):
         variants = self.conditioned_denoiser_inputs(source, pose, rule, self.net if net is None else net)
         return variants, rule, (source.shape[0], self.image_channels, *pose.shape[2:])
 
+    def attach_refiner(self, refiner: ChainedRefiner | None) -> None:
+        """Refine this model's test images with a second stage (``experiments.test --refiner``); the test then
+        scores the refined images and, under ``coarse``, this model's own. None detaches it."""
+        object.__setattr__(self, "chained_refiner", refiner)  # a plain attribute: never in this model's checkpoint
+
+    @property
+    def scores_coarse_images(self) -> bool:
+        """Whether the test scores a second, coarse image set beside the generated one."""
+        return getattr(self, "chained_refiner", None) is not None
+
+    def test_run_description(self) -> dict[str, Any]:
+        refiner = getattr(self, "chained_refiner", None)
+        return {} if refiner is None else {"refiner": refiner.description()}
+
     def on_test_start(self) -> None:
         """Build the metrics; FID's real statistics are every distinct image of ``evaluation.fid.split`` (the paper:
         the training images), computed here before sampling unless cached."""
         super().on_test_start()
+        refiner = getattr(self, "chained_refiner", None)
+        if refiner is not None:
+            refiner.module.to(self.device).eval()
+        extra_sets = ("coarse",) if self.scores_coarse_images else ()
         fid = None if self.evaluation is None else self.evaluation.fid
         if fid is None:
-            self.start_test_evaluation(None)
+            self.start_test_evaluation(None, extra_sets)
             return
         if fid.split not in ("train", "test"):
             raise ValueError(f"evaluation.fid.split must be 'train' (the paper's reference) or 'test' for person "
                              f"datasets, got {fid.split!r}")
         datamodule = self.fid_datamodule("fid_reference_fingerprint", "fid_reference_dataloader")
-        self.start_test_evaluation(datamodule.fid_reference_fingerprint(fid.split))
+        self.start_test_evaluation(datamodule.fid_reference_fingerprint(fid.split), extra_sets)
         if self.test_metrics.fid_needs_real:
             self.compute_fid_reference(datamodule.fid_reference_dataloader(fid.split), f"{fid.split} images")
 
     def evaluate_test_batch(self, batch: Mapping[str, Any], metrics: EvaluationMetrics, outputs: TestOutputDir) -> None:
         """FID, reconstruction LPIPS, SSIM and (persons) appearance transfer against the targets; PNGs
         ``generated/``, ``real/`` (target), ``source/`` and ``pose/`` (target pose preview), named
-        ``<source>_to_<target>``."""
-        if metrics.miou is not None or (metrics.lpips is not None and metrics.config.lpips.mode != "reconstruction"):
-            raise ValueError("PIDM evaluation takes evaluation.fid, evaluation.lpips with mode: reconstruction, "
-                             "evaluation.ssim and evaluation.appearance; set evaluation.miou to null and lpips.mode "
-                             "to reconstruction")
-        if metrics.appearance is not None and "target_parts" not in batch:
-            raise ValueError("evaluation.appearance needs body-part labels of the targets, which only the built-in "
-                             "persons data (datamodules.persons.PersonsDataModule) provides; set it to null for "
-                             "other datasets")
-        names = [pair_name(source, target) for source, target in zip(batch["source_path"], batch["target_path"],
-                                                                     strict=True)]
-        target = batch["target"]
-        x_T = named_noise(names, (self.image_channels, *target.shape[-2:]), self.test_sampling.seed,
+        ``<source>_to_<target>``. With a chained refiner ``generated/`` holds the refined images, scored in
+        ``metrics``, and ``coarse/`` this model's, scored in the ``coarse`` set."""
+        names = test_pair_names(batch)
+        x_T = named_noise(names, (self.image_channels, *batch["target"].shape[-2:]), self.test_sampling.seed,
                           device=self.device)
         fake = self.generate_batch(batch, sampling=self.test_sampling, x_T=x_T)
-        if metrics.fid is not None:
-            metrics.update_fid(fake)  # the real statistics are complete before sampling (on_test_start)
-        if metrics.lpips is not None:
-            metrics.update_lpips(fake, target)
-        if metrics.ssim is not None:
-            metrics.update_ssim(fake, target)
-        if metrics.appearance is not None:
-            metrics.update_appearance(fake, target, batch["target_parts"], batch["target_identity"])
-        outputs.save_images("generated", names, fake)
-        outputs.save_images("real", names, target)
-        outputs.save_images("source", names, batch["source"])
-        outputs.save_images("pose", names, pose_preview(batch["target_pose"]))
+        refiner = getattr(self, "chained_refiner", None)
+        if refiner is None:
+            score_person_images(metrics, fake, batch)
+            save_person_images(outputs, names, batch, fake)
+            return
+        refined = refiner.refine(batch, fake, names)
+        score_person_images(metrics, refined, batch)
+        score_person_images(self.test_metric_sets["coarse"], fake, batch)
+        save_person_images(outputs, names, batch, refined, coarse=fake)
 
     def image_log_columns(
         self, batch: Mapping[str, Any], generated: Tensor, palette: Tensor | None = None

@@ -78,12 +78,14 @@ NOT_OURS = {
 }
 LAUNCHERS = {"experiments/launch/torchrun.sh", "sbatch"}
 FILE_UTILITIES = {"mkdir", "cp"}  # the docs' setup steps, run as written by bash in the workspace
-TINY_OVERLAYS = {"sdm": "configs/debug/tiny_sdm.yaml", "pidm": "configs/debug/tiny_pidm.yaml",
-                 "segmenter": "configs/debug/tiny_segmenter.yaml"}
+# Checked in this order against the configs' folders and the model's class path (a refiner config sits in pidm/).
+TINY_OVERLAYS = {"refiner": "configs/debug/tiny_refiner.yaml", "sdm": "configs/debug/tiny_sdm.yaml",
+                 "pidm": "configs/debug/tiny_pidm.yaml", "segmenter": "configs/debug/tiny_segmenter.yaml"}
 BUILTIN_DATA_SIZES = {
     "datamodules.shapes.ShapesDataModule": ["--data.init_args.num_train=4", "--data.init_args.num_val=2",
                                             "--data.init_args.num_test=2", "--data.init_args.image_size=16"],
     "datamodules.persons.PersonsDataModule": ["--data.init_args.num_identities=4"],
+    "datamodules.refinement.RefinementDataModule": ["--data.init_args.data.init_args.num_identities=4"],
     # persons_video keeps its full tree (12 s to generate): docs/animation.md names its test people
 }
 DATA_TREES = {
@@ -249,8 +251,9 @@ def adapt_arguments(module: str, arguments: list[str], workspace: Workspace) -> 
         adapted.append(option + equals + value)
     if module in ("experiments.fit", "experiments.test", "experiments.benchmark") and configs:
         workspace.provide_data(data_class, option_value(adapted, "--data.init_args.root") or data["init_args"]["root"])
-        family = next(folder for folder in TINY_OVERLAYS if f"configs/{folder}/" in " ".join(configs)
-                      or folder in str(config_yaml(configs[0]).get("model", {}).get("class_path", "")))
+        model_class = str(config_yaml(configs[0]).get("model", {}).get("class_path", ""))
+        family = next(folder for folder in TINY_OVERLAYS if folder in model_class.rpartition(".")[0]
+                      or f"configs/{folder}/" in " ".join(configs))
         if TINY_OVERLAYS[family] not in configs:
             # after the shipped configs, before a config of the user's own (an imported checkpoint's model section)
             shipped = [index for index in range(len(adapted) - 1)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-import yaml
-from jsonargparse import ArgumentParser
 from PIL import Image
 
 from experiments.demo.jobs import DemoInputError
+from experiments.run_config import datamodule_from_config, run_config_path
 from lightning_modules.base import DiffusionLitModule, SamplerSettings
-
-def run_config_path(ckpt_path: Path) -> Path:
-    """Where ``experiments.fit`` writes the run's config: ``<run>/config.yaml`` beside ``<run>/checkpoints/``."""
-    return ckpt_path.resolve().parent.parent / "config.yaml"
-
 
 def load_run_datamodule(ckpt_path: Path) -> tuple[pl.LightningDataModule | None, str]:
     """The DataModule of the run's ``config.yaml`` (not set up: nothing is read yet) and a line saying where it
@@ -25,25 +18,19 @@ def load_run_datamodule(ckpt_path: Path) -> tuple[pl.LightningDataModule | None,
     path = run_config_path(ckpt_path)
     if not path.is_file():
         return None, f"no run config at {path}: built-in examples, class ids as names"
-    config = yaml.safe_load(path.read_text())
-    if not isinstance(config, dict) or "data" not in config:
-        return None, f"{path} has no 'data' section: built-in examples"
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(pl.LightningDataModule, "data")
     try:
-        datamodule = parser.instantiate(parser.parse_object({"data": config["data"]})).data
-    except Exception as error:  # a DataModule of a package not installed here, or one that no longer parses
-        return None, f"the data section of {path} cannot be built ({error}): built-in examples"
+        datamodule = datamodule_from_config(path)
+    except ValueError as error:
+        return None, f"{error}: built-in examples"
     return datamodule, f"data: {type(datamodule).__name__} from {path}"
 
 
 def sampler_settings(model: DiffusionLitModule, sampler: str | None, steps: int | None, seed: int | None,
                      eta: float | None = None) -> SamplerSettings:
     """The checkpoint's sampler settings with those chosen on the page replacing them."""
-    given = {"sampler": sampler, "steps": None if steps is None else int(steps),
-             "seed": None if seed is None else int(seed), "eta": eta}
     try:
-        return replace(model.sampling, **{name: value for name, value in given.items() if value is not None})
+        return model.sampling.overridden(sampler, None if steps is None else int(steps), eta,
+                                         None if seed is None else int(seed))
     except ValueError as error:
         raise DemoInputError(f"sampler settings: {error}") from None
 

@@ -186,6 +186,17 @@ class EvaluationMetrics:
             save_real_stats(self.fid, self._real_stats_path, self._real_stats_key)
         self._real_stats_ready = True
 
+    def adopt_real_stats(self, other: EvaluationMetrics) -> None:
+        """Take ``other``'s finished FID real statistics (same protocol), e.g. to score a second image set of the same
+        run against them without feeding the real images twice."""
+        if self.fid is None:
+            return
+        if other.fid is None or other.fid_needs_real or other._real_stats_key != self._real_stats_key:
+            raise ValueError("adopt_real_stats needs finished real statistics of the same FID protocol")
+        for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
+            setattr(self.fid, name, getattr(other.fid, name).clone())
+        self._real_stats_ready = True
+
     def update_lpips(self, fake: Tensor, target: Tensor) -> None:
         """Reconstruction LPIPS of generated images against their ground truth (both in [-1, 1])."""
         self._check_lpips_mode("reconstruction")

@@ -39,3 +39,8 @@ def uint8_to_unit(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 def uint8_to_signed(images: Tensor) -> Tensor:
     """uint8 images as float32 in [-1, 1] (the DataModules' image range)."""
     return images.float() / 127.5 - 1.0
+
+
+def png_rounded(images: Tensor) -> Tensor:
+    """Images in [-1, 1] as they read back after saving them as PNGs (rounded to 8 bits), float32 in [-1, 1]."""
+    return uint8_to_signed(to_uint8(images))
