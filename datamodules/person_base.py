@@ -115,6 +115,16 @@ def read_patn_pairs(annotation_file: Path, pair_file: Path, image_dir: Path) -> 
     return samples
 
 
+def pair_name(source_name: str, target_name: str) -> str:
+    """Name of a (source, target) person pair from the names its pair list gives (paths relative to the data).
+
+    ``<source>_to_<target>``, each name without its suffix and with folders joined by ``_`` (persons' images
+    are ``img/id_00012/03.png``, so stems alone would repeat).
+    """
+    flat = [Path(name).with_suffix("").as_posix().replace("/", "_") for name in (source_name, target_name)]
+    return "_to_".join(flat)
+
+
 class PersonPairDataset(GuardedDataset):
     """Source/target person pairs rendered into the batch format of the person DataModules.
 

@@ -3,7 +3,7 @@
 Coarse images come from one of two places:
 
 - a folder written by ``python -m experiments.coarse`` (a trained first stage run over a split's pairs): one PNG per
-  pair, ``<source>_to_<target>.png`` (``lightning_modules.evaluation_io.pair_name``), and ``manifest.json``
+  pair, ``<source>_to_<target>.png`` (``datamodules.person_base.pair_name``), and ``manifest.json``
   recording the first-stage checkpoint (path and SHA-256), sampler, guidance, seed, split, image size and pairs.
   The DataModule refuses a folder made by another checkpoint than ``first_stage``, for another image size, for
   pairs that are not the split's, or left incomplete; the test split must be covered entirely. This is what a
@@ -15,6 +15,7 @@ Coarse images come from one of two places:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -28,10 +29,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_files import read_rgb
-from datamodules.person_base import PairSample, PersonPairDataModule, PersonPairDataset, Split
+from datamodules.person_base import PairSample, PersonPairDataModule, PersonPairDataset, Split, pair_name
 from datamodules.samplers import evaluation_sampler
-from lightning_modules.evaluation_io import pair_name
-from lightning_modules.metrics.weights import file_sha256
 
 MANIFEST = "manifest.json"
 
@@ -89,6 +88,12 @@ class CoarseImageSet:
 
     def image_path(self, folder: str | Path, source: str, target: str) -> Path:
         return Path(folder) / f"{pair_name(source, target)}.png"
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a checkpoint file: what identifies a first stage, wherever the file was moved."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def evaluation_pairs(samples: list[PairSample]) -> list[list[str]]:
@@ -271,7 +276,7 @@ class RefinementDataModule(pl.LightningDataModule):
         if self._first_stage_sha256 is None:
             if not Path(self.first_stage).is_file():
                 raise FileNotFoundError(f"first_stage: no checkpoint at {self.first_stage}")
-            self._first_stage_sha256 = file_sha256(self.first_stage)
+            self._first_stage_sha256 = checkpoint_sha256(self.first_stage)
         return self._first_stage_sha256
 
     def coarse_dataset(self, split: Split, folder: str, pairs: Dataset | None = None) -> CoarsePairDataset:

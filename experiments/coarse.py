@@ -25,16 +25,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from datamodules.person_base import PersonPairDataModule, PersonPairDataset
-from datamodules.refinement import MANIFEST, CoarseImageSet, evaluation_pairs
+from datamodules.person_base import PersonPairDataModule, PersonPairDataset, pair_name
+from datamodules.refinement import MANIFEST, CoarseImageSet, checkpoint_sha256, evaluation_pairs
 from experiments.checkpoint_checks import require_checkpoint_file
 from experiments.errors import CommandError, parse_dataclass_options, run_main
 from experiments.predict import GuidanceOverride, SamplingOverride, device_for, save_images
 from experiments.predict_pidm import guidance_override
 from experiments.run_config import datamodule_from_config, run_config_path
 from lightning_modules.checkpoint_loading import load_diffusion_module
-from lightning_modules.evaluation_io import named_noise, pair_name
-from lightning_modules.metrics.weights import file_sha256
+from lightning_modules.evaluation_io import named_noise
 from lightning_modules.pidm import PIDMLitModule
 from lightning_modules.refiner import RefinerLitModule
 
@@ -128,7 +127,7 @@ def run(options: CoarseOptions) -> CoarseImageSet:
     pairs = evaluation_pairs(dataset.samples)
     count = len(pairs) if options.max_pairs is None else min(options.max_pairs, len(pairs))
     manifest = CoarseImageSet(
-        checkpoint=str(options.ckpt_path), checkpoint_sha256=file_sha256(options.ckpt_path), split=options.split,
+        checkpoint=str(options.ckpt_path), checkpoint_sha256=checkpoint_sha256(options.ckpt_path), split=options.split,
         image_size=list(datamodule.image_size), sampling=asdict(sampling), guidance=asdict(guidance),
         pairs=pairs[:count],
     )

@@ -78,7 +78,8 @@ class SamplerSettings:
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.eta < 0 or (self.eta != 0 and self.sampler != "ddim"):
-            raise ValueError(f"eta={self.eta}: a non-negative eta applies to the ddim sampler only")
+            raise ValueError(f"eta={self.eta}: a non-negative eta applies to the ddim sampler only (with "
+                             f"sampler {self.sampler!r} set eta to 0)")
 
     def overridden(
         self, sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None

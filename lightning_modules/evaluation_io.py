@@ -29,16 +29,6 @@ def sample_name(path: str | os.PathLike) -> str:
     return Path(path).stem
 
 
-def pair_name(source_name: str, target_name: str) -> str:
-    """Name of a (source, target) person pair from the names its pair list gives (paths relative to the data).
-
-    ``<source>_to_<target>``, each name without its suffix and with folders joined by ``_`` (persons' images
-    are ``img/id_00012/03.png``, so stems alone would repeat).
-    """
-    flat = [Path(name).with_suffix("").as_posix().replace("/", "_") for name in (source_name, target_name)]
-    return "_to_".join(flat)
-
-
 def named_noise(names: Sequence[str], shape: Sequence[int], seed: int, index: int = 0,
                 device: torch.device | str = "cpu") -> Tensor:
     """Standard-normal noise ``(len(names), *shape)``, each row seeded by its sample's name, ``seed`` and ``index``.

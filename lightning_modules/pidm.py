@@ -9,9 +9,10 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from datamodules.person_base import pair_name
 from lightning_modules.base import TEST_OPTIONS, DiffusionLitModule, SamplerSettings, settings
 from lightning_modules.diffusion import Guidance, StepCallback, disentangled, nested, style_only
-from lightning_modules.evaluation_io import TestOutputDir, named_noise, pair_name
+from lightning_modules.evaluation_io import TestOutputDir, named_noise
 from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.metrics.image_conversion import png_rounded
 from lightning_modules.nets.pidm_unet import PIDMUNet, PIDMUNetConfig
@@ -261,6 +262,7 @@ class PIDMLitModule(DiffusionLitModule):
         self.condition_drop_prob = condition_drop_prob
         self.condition_dropout = condition_dropout
         self.guidance = settings(PoseStyleGuidance, guidance)
+        self.attach_refiner(None)
 
     # --- training -----------------------------------------------------------------------------------------------
 
@@ -351,17 +353,17 @@ class PIDMLitModule(DiffusionLitModule):
     @property
     def scores_coarse_images(self) -> bool:
         """Whether the test scores a second, coarse image set beside the generated one."""
-        return getattr(self, "chained_refiner", None) is not None
+        return self.chained_refiner is not None
 
     def test_run_description(self) -> dict[str, Any]:
-        refiner = getattr(self, "chained_refiner", None)
+        refiner = self.chained_refiner
         return {} if refiner is None else {"refiner": refiner.description()}
 
     def on_test_start(self) -> None:
         """Build the metrics; FID's real statistics are every distinct image of ``evaluation.fid.split`` (the paper:
         the training images), computed here before sampling unless cached."""
         super().on_test_start()
-        refiner = getattr(self, "chained_refiner", None)
+        refiner = self.chained_refiner
         if refiner is not None:
             refiner.module.to(self.device).eval()
         extra_sets = ("coarse",) if self.scores_coarse_images else ()
@@ -386,7 +388,7 @@ class PIDMLitModule(DiffusionLitModule):
         x_T = named_noise(names, (self.image_channels, *batch["target"].shape[-2:]), self.test_sampling.seed,
                           device=self.device)
         fake = self.generate_batch(batch, sampling=self.test_sampling, x_T=x_T)
-        refiner = getattr(self, "chained_refiner", None)
+        refiner = self.chained_refiner
         if refiner is None:
             score_person_images(metrics, fake, batch)
             save_person_images(outputs, names, batch, fake)

@@ -38,7 +38,7 @@ def test_fit_writes_a_run_directory_and_resumes_from_last_ckpt(tmp_path):
     fit(tiny_shapes_args(tmp_path, "--trainer.max_steps=2"))
     run = tmp_path / "runs" / "sdm_shapes" / "version_0"
     assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
-    assert sorted(p.name for p in (run / "images" / "val").iterdir()) == ["samples_ddpm4_gs-000002.png"]
+    assert sorted(p.name for p in (run / "images" / "val").iterdir()) == ["samples_ddim4_gs-000002.png"]
     hparams = yaml.safe_load((run / "hparams.yaml").read_text())
     assert hparams["num_classes"] == 7 and hparams["instance_edges"] is True  # linked from the shapes data
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

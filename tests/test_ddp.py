@@ -145,7 +145,7 @@ def test_fit_and_test_commands_run_under_the_ddp_launcher(tmp_path):
     assert checkpoint["global_step"] == 4 and "current_model_state" in checkpoint  # EMA and raw weights
     # Validation ran at steps 2 and 4 (tiny overlay), each logging one grid on rank zero.
     assert sorted(p.name for p in (run / "images/val").iterdir()) == [
-        "samples_ddpm4_gs-000002.png", "samples_ddpm4_gs-000004.png"]
+        "samples_ddim4_gs-000002.png", "samples_ddim4_gs-000004.png"]
     assert not (tmp_path / "runs/sdm_shapes/version_1").exists()
 
     test_output = run_under_timeout("experiments.test under DDP (2 CPU processes)", [

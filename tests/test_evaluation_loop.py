@@ -58,7 +58,7 @@ def shapes_args(root: Path, *extra: str) -> list[str]:
         f"--trainer.logger.init_args.save_dir={root / 'runs'}",
         # Deterministic sampler: only the initial noise is seeded per sample, so DDPM's per-step noise would depend
         # on how samples are batched across processes.
-        "--model.init_args.test_sampling.sampler=ddim",
+        "--model.init_args.test_sampling.sampler=ddim", "--model.init_args.test_sampling.eta=0",
         *extra,
     ]  # fmt: skip
 

@@ -17,14 +17,15 @@ from test_callback_configs import CONFIGS, printed_config
 from test_configs import config_stack
 
 REPO = Path(__file__).resolve().parents[1]
-OVERLAYS = {family: REPO / "configs" / "debug" / f"tiny_{family}.yaml" for family in ("sdm", "pidm", "segmenter")}
+OVERLAYS = {family: REPO / "configs" / "debug" / f"tiny_{family}.yaml"
+            for family in ("sdm", "pidm", "refiner", "segmenter")}
 # Every shipped config through experiments.fit, the diffusion ones (which have a test protocol) through .test too.
 CASES = [(path, "fit") for path in CONFIGS] + [(path, "test") for path in CONFIGS if path.parent.name != "segmenter"]
 
 
 @pytest.mark.parametrize("path, subcommand", CASES, ids=[f"{p.parent.name}/{p.name}-{c}" for p, c in CASES])
 def test_the_overlay_shrinks_the_resolved_run(path, subcommand, capsys):
-    overlay = OVERLAYS[path.parent.name]
+    overlay = OVERLAYS["refiner" if path.stem.endswith("_refiner") else path.parent.name]
     tiny = yaml.safe_load(overlay.read_text())
     config = printed_config(capsys, [*config_stack(path), overlay], subcommand=subcommand)
     assert config["trainer"]["max_epochs"] == -1  # no epoch cap: max_steps alone ends the run

@@ -94,7 +94,7 @@ def test_paint_upload_and_generate_on_the_sdm_page(page, sdm_run, tmp_path):
         page.locator("#num_samples input").fill("2")
         page.click("#generate")
         page.wait_for_function("document.querySelectorAll('#gallery img').length >= 2")
-        assert "2 sample(s), ddpm 3 steps" in status_text(page, "2 sample(s)")
+        assert "2 sample(s), ddim 3 steps" in status_text(page, "2 sample(s)")
         # Stop ends a long run at its next step: a message in the page, and the next request runs.
         page.locator("#steps input").fill("100")
         page.locator("#num_samples input").fill("16")
