@@ -49,7 +49,8 @@ class CoarseOptions:
         data_config: A run config whose ``data`` section names the dataset (default: the checkpoint's run).
         sampling: Sampler settings replacing the checkpoint's (``--sampling.steps 25``).
         guidance: Guidance settings replacing the checkpoint's.
-        max_pairs: Only the split's first pairs (a refiner's training set need not be all of them).
+        max_pairs: Only this many pairs, spread evenly over the split's list (a refiner's training set need not
+            be all of them).
         batch_size: Pairs sampled together.
         accelerator: ``auto``, ``cpu`` or ``gpu``.
         overwrite: Replace a folder made with other options.
@@ -126,13 +127,14 @@ def run(options: CoarseOptions) -> CoarseImageSet:
                                                                    "train": False})
     pairs = evaluation_pairs(dataset.samples)
     count = len(pairs) if options.max_pairs is None else min(options.max_pairs, len(pairs))
+    chosen = [round(k * len(pairs) / count) for k in range(count)]  # evenly over the list: every identity
     manifest = CoarseImageSet(
         checkpoint=str(options.ckpt_path), checkpoint_sha256=checkpoint_sha256(options.ckpt_path), split=options.split,
         image_size=list(datamodule.image_size), sampling=asdict(sampling), guidance=asdict(guidance),
-        pairs=pairs[:count],
+        pairs=[pairs[index] for index in chosen],
     )
     prepare_folder(options.out, manifest, options.overwrite)
-    todo = [index for index in range(count) if not manifest.image_path(options.out, *pairs[index]).is_file()]
+    todo = [index for index in chosen if not manifest.image_path(options.out, *pairs[index]).is_file()]
     device = device_for(options.accelerator)
     model = model.to(device).eval()
     loader = DataLoader(torch.utils.data.Subset(dataset, todo), batch_size=options.batch_size,
