@@ -404,6 +404,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
         shared_noise: bool = False,
+        first_steps: int | None = None,
     ) -> Tensor:
         """Run ``sampling.sampler`` over the respaced schedule with all guidance variants in one network call.
 
@@ -416,8 +417,12 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
             callback: Called after every denoising step.
             x_T: Initial noise of ``shape`` (default: drawn from ``generator``), e.g. interpolated noises.
             shared_noise: The same per-step sampler noise for every image (see ``diffusion.samplers``).
+            first_steps: Walk only the first (least noisy) steps of the respaced schedule, from ``x_T`` as the state
+                at step ``first_steps - 1`` (e.g. a noised image: SDEdit); None walks all of them from noise.
         """
         schedule = self.sampling_schedule(sampling)
+        if first_steps is not None:
+            schedule = schedule.truncated(first_steps)
         if x_T is None:
             x_T = torch.randn(shape, generator=generator, device=self.device)
         elif tuple(x_T.shape) != tuple(shape):
@@ -445,6 +450,7 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
         callback: StepCallback | None = None,
         x_T: Tensor | None = None,
         shared_noise: bool = False,
+        first_steps: int | None = None,
     ) -> Tensor:
         """One image (B, C, H, W) in [-1, 1] per example of ``batch``.
 
@@ -456,11 +462,13 @@ class DiffusionLitModule(EvaluationMixin, pl.LightningModule, ABC):
             callback: Called after every denoising step (may return a replacement state).
             x_T: Initial noise (default: drawn from ``generator``).
             shared_noise: The same per-step sampler noise for every image of the batch.
+            first_steps: Walk only the first steps of the schedule, from ``x_T`` (see :meth:`sample`).
         """
         on_device = {key: value.to(self.device) if isinstance(value, Tensor) else value for key, value in batch.items()}
         variants, rule, shape = self.guided_conditions(on_device, guidance)
         return self.sample(variants, rule, shape, sampling=self.sampling if sampling is None else sampling,
-                           generator=generator, callback=callback, x_T=x_T, shared_noise=shared_noise).clamp(-1, 1)
+                           generator=generator, callback=callback, x_T=x_T, shared_noise=shared_noise,
+                           first_steps=first_steps).clamp(-1, 1)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         generator = torch.Generator(device=self.device).manual_seed(derived_seed(self.sampling.seed, batch_idx))

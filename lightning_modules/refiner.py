@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.diffusion import Guidance
+from lightning_modules.base import SamplerSettings
+from lightning_modules.diffusion import Guidance, q_sample
 from lightning_modules.evaluation_io import TestOutputDir, named_noise
 from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.nets.pidm_unet import PIDMUNetConfig
@@ -49,6 +50,9 @@ class RefinerLitModule(PIDMLitModule):
         condition_drop_prob: η, the condition-dropout probability of the coarse image and of the source.
         condition_dropout: ``independent``, ``joint`` or ``style_only`` (see
             :func:`lightning_modules.pidm.condition_keep_masks`; "pose" is the coarse image here).
+        strength: Where sampling starts: 1 from pure noise (PCDMs); below 1 from the coarse image noised to that
+            fraction of the sampler's steps (SDEdit, as SDXL's refiner), which keeps its layout and colours and
+            redraws the detail. Training does not depend on it.
         **kwargs: Diffusion, optimizer, sampling and initialisation options of
             :class:`~lightning_modules.base.DiffusionLitModule`.
     """
@@ -62,8 +66,11 @@ class RefinerLitModule(PIDMLitModule):
         guidance: PoseStyleGuidance = PoseStyleGuidance(),
         condition_drop_prob: float = 0.1,
         condition_dropout: DropoutMode = "independent",
+        strength: float = 1.0,
         **kwargs: Any,
     ) -> None:
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must lie in (0, 1], got {strength}")
         image_channels = (network["image_channels"] if isinstance(network, Mapping) and "image_channels" in network
                           else getattr(network, "image_channels", PIDMUNetConfig.image_channels))
         if pose_channels is None or pose_channels < 1:
@@ -75,6 +82,7 @@ class RefinerLitModule(PIDMLitModule):
         self.pose_channels = pose_channels
         self.pose_window = pose_window
         self.condition_on_pose = condition_on_pose
+        self.strength = strength
 
     def spatial_condition(self, coarse: Tensor, pose: Tensor) -> Tensor:
         """The channels concatenated to the noisy image: the coarse image, then (``condition_on_pose``) the pose."""
@@ -106,6 +114,23 @@ class RefinerLitModule(PIDMLitModule):
             raise KeyError("a refiner batch needs 'coarse' images (datamodules.refinement, or a chained first stage)")
         condition = self.spatial_condition(batch["coarse"], batch["target_pose"])
         return super().guided_conditions({**batch, "target_pose": condition}, guidance, net)
+
+    @torch.no_grad()
+    def generate_batch(self, batch: Mapping[str, Any], *, sampling: SamplerSettings | None = None,
+                       x_T: Tensor | None = None, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """PIDM's sampling with the batch's coarse images as the condition; below ``strength`` 1 it starts from the
+        coarse image noised to step ``round(strength * steps)`` (``x_T`` is then that noise)."""
+        sampling = self.sampling if sampling is None else sampling
+        if self.strength >= 1.0:
+            return super().generate_batch(batch, sampling=sampling, x_T=x_T, generator=generator, **options)
+        schedule = self.sampling_schedule(sampling)
+        first_steps = max(1, round(self.strength * schedule.num_steps))
+        coarse = batch["coarse"].to(self.device)
+        noise = torch.randn(coarse.shape, generator=generator, device=self.device) if x_T is None else x_T
+        t = torch.full((coarse.shape[0],), first_steps - 1, dtype=torch.int64, device=self.device)
+        start = q_sample(schedule, coarse, t, noise)
+        return super().generate_batch(batch, sampling=sampling, x_T=start, generator=generator,
+                                      first_steps=first_steps, **options)
 
     @torch.no_grad()
     def refine(self, source: Tensor, pose: Tensor, coarse: Tensor, **sampling_options: Any) -> Tensor:

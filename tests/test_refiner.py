@@ -291,3 +291,17 @@ def test_a_sampler_override_drops_a_ddim_eta_the_new_sampler_would_refuse():
     assert stochastic.overridden("ddim", eta=0.0).eta == 0.0
     with pytest.raises(ValueError, match="eta"):
         stochastic.overridden("ddpm", eta=0.5)
+
+
+def test_strength_starts_from_the_coarse_image_noised_part_way():
+    model = RefinerLitModule(pose_channels=20, network=NETWORK, strength=0.2).eval()
+    batch = {"source": torch.rand(2, 3, 16, 16), "target_pose": torch.rand(2, 20, 16, 16),
+             "coarse": torch.rand(2, 3, 16, 16) * 2 - 1}
+    steps = []
+    out = model.generate_batch(batch, sampling=SamplerSettings("ddim", 10), x_T=torch.zeros(2, 3, 16, 16),
+                               callback=lambda step: steps.append(step.t))
+    assert steps == [1, 0]  # round(0.2 * 10) of the 10 respaced steps, the least noisy ones
+    # With zero noise and an untrained (zero-output) head, the deterministic walk returns the coarse image.
+    torch.testing.assert_close(out, batch["coarse"], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="strength"):
+        RefinerLitModule(pose_channels=20, network=NETWORK, strength=0.0)

@@ -194,6 +194,14 @@ class DiffusionSchedule:
         previous = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
         return DiffusionSchedule(1.0 - alphas_cumprod / previous, self.timesteps[kept])
 
+    def truncated(self, num_steps: int) -> DiffusionSchedule:
+        """The first ``num_steps`` steps (the least noisy ones), with every coefficient unchanged: a sampler walking
+        it starts at step ``num_steps - 1`` (SDEdit-style partial sampling from a noised image)."""
+        if not 1 <= num_steps <= self.num_steps:
+            raise ValueError(f"num_steps must lie in [1, {self.num_steps}], got {num_steps}")
+        return self if num_steps == self.num_steps else DiffusionSchedule(self.betas[:num_steps],
+                                                                          self.timesteps[:num_steps])
+
     def to(self, device: torch.device | str) -> DiffusionSchedule:
         """Return this schedule with every table on ``device`` (cached, so repeated calls are free)."""
         device = torch.device(device)
