@@ -31,8 +31,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from callbacks.ema import DelayedEMA
 from callbacks.sample_grid import SampleGridLogger
 from experiments.checkpoint_checks import check_ckpt_path
-from experiments.errors import CommandError, parse_args
-from experiments.predict import GuidanceOverride, SamplingOverride
+from experiments.errors import parse_args
+from experiments.predict import GuidanceOverride, SamplingOverride, check_refiner_options
 from experiments.refining import load_chained_refiner
 from experiments.resume import continue_in_run_directory, resolve_last_checkpoint
 from experiments.run_directory import remove_if_failed_early
@@ -98,6 +98,9 @@ class CondiffCLI(LightningCLI):
                                      "test images; the test then scores refined and coarse images side by side")
             parser.add_class_arguments(SamplingOverride, "refiner_sampling")
             parser.add_class_arguments(GuidanceOverride, "refiner_guidance")
+            parser.add_argument("--refiner_strength", type=Optional[float], default=None,
+                                help="Where the refiner's sampling starts (1: noise; below 1: the noised coarse "
+                                     "image); default: the refiner checkpoint's")
         return parser
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
@@ -131,11 +134,11 @@ class CondiffCLI(LightningCLI):
     def before_test(self) -> None:
         config = self.config_init[self.subcommand]
         check_ckpt_path(config.ckpt_path, self.model)
+        check_refiner_options(config.refiner, config.refiner_sampling, config.refiner_guidance,
+                              config.refiner_strength)
         if config.refiner is not None:
             self.model.attach_refiner(load_chained_refiner(config.refiner, self.model, config.refiner_sampling,
-                                                           config.refiner_guidance))
-        elif config.refiner_sampling != SamplingOverride() or config.refiner_guidance != GuidanceOverride():
-            raise CommandError("--refiner_sampling/--refiner_guidance set the refiner's sampling: give --refiner too")
+                                                           config.refiner_guidance, config.refiner_strength))
 
 
 def run_cli(subcommand: str, args: list[str] | None = None, **kwargs: Any) -> CondiffCLI:

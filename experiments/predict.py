@@ -62,7 +62,7 @@ LabelRemap = Callable[[np.ndarray], np.ndarray]
 # Options of each family's modes (an option of the other family is an error).
 SDM_OPTIONS = ("labels", "instances", "data_config", "image", "mask_labels")
 PIDM_OPTIONS = ("source", "poses", "edit", "reference", "reference_pose", "source2", "pose", "num_mixes", "size",
-                "heatmap_sigma", "refiner")
+                "heatmap_sigma", "refiner", "refiner_strength")
 PIDM_GUIDANCE = ("form", "w_pose", "w_style")
 
 
@@ -142,6 +142,8 @@ class PredictOptions:
             generated image; the first stage's images are written to ``<out>/coarse/``.
         refiner_sampling: The refiner's sampler settings (default: its checkpoint's).
         refiner_guidance: The refiner's guidance (``w_pose``: the coarse image; default: its checkpoint's).
+        refiner_strength: Where the refiner's sampling starts (1: noise; below 1: the noised coarse image; default:
+            its checkpoint's).
     """
 
     ckpt_path: Path
@@ -174,6 +176,7 @@ class PredictOptions:
     refiner: Path | None = None
     refiner_sampling: SamplingOverride = field(default_factory=SamplingOverride)
     refiner_guidance: GuidanceOverride = field(default_factory=GuidanceOverride)
+    refiner_strength: float | None = None
 
 
 def parse_options(argv: Sequence[str] | None = None) -> PredictOptions:
@@ -196,10 +199,19 @@ def check_sampler_options(options: Any) -> None:
         raise CommandError(f"--eta {options.eta}: a non-negative eta applies to the ddim sampler only")
 
 
+def check_refiner_options(refiner: Path | str | None, sampling: SamplingOverride, guidance: GuidanceOverride,
+                          strength: float | None) -> None:
+    """Stop when the refiner's sampler, guidance or strength is set without a ``--refiner``."""
+    if refiner is None and (sampling != SamplingOverride() or guidance != GuidanceOverride() or strength is not None):
+        raise CommandError("--refiner_sampling/--refiner_guidance/--refiner_strength set the refiner's sampling: give "
+                           "--refiner too")
+
+
 def check_options(options: PredictOptions) -> None:
     """Everything that can be checked before the checkpoint is loaded; raises :class:`CommandError`."""
     check_counts(options, ["num_samples", "batch_size", "num_mixes"])
     check_sampler_options(options)
+    check_refiner_options(options.refiner, options.refiner_sampling, options.refiner_guidance, options.refiner_strength)
     require_checkpoint_file(options.ckpt_path)
     for name in ("labels", "instances", "data_config", "image", "mask", "source", "poses", "reference",
                  "reference_pose", "source2", "pose", "refiner"):

@@ -178,7 +178,8 @@ def predict_pidm(model: PIDMLitModule, options: PredictOptions, sampling: Sample
     if options.refiner is not None:
         from experiments.refining import load_chained_refiner  # imports this module's options
 
-        refiner = load_chained_refiner(options.refiner, model, options.refiner_sampling, options.refiner_guidance)
+        refiner = load_chained_refiner(options.refiner, model, options.refiner_sampling, options.refiner_guidance,
+                                       options.refiner_strength)
         refiner.module.to(device)
     pose_files = _pose_files(options.poses)
     files = [path for path in pose_files for _ in range(options.num_samples)]

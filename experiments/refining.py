@@ -15,10 +15,10 @@ from lightning_modules.refiner import RefinerLitModule
 
 def load_chained_refiner(
     path: str | Path, first_stage: PIDMLitModule, sampling: SamplingOverride | None = None,
-    guidance: GuidanceOverride | None = None,
+    guidance: GuidanceOverride | None = None, strength: float | None = None,
 ) -> ChainedRefiner:
-    """The refiner checkpoint at ``path``, checked to fit ``first_stage``'s images and poses, with its sampler and
-    guidance settings overridden by the given ones.
+    """The refiner checkpoint at ``path``, checked to fit ``first_stage``'s images and poses, with its sampler,
+    guidance and ``strength`` (where sampling starts) overridden by the given ones.
 
     Raises:
         CommandError: The file is missing, is no refiner, does not fit the first stage, or an override is invalid.
@@ -49,4 +49,8 @@ def load_chained_refiner(
         rule = refiner.guidance.override(guidance.form, guidance.w_pose, guidance.w_style, guidance.scale)
     except ValueError as error:
         raise CommandError(f"--refiner_guidance: {error}") from None
+    if strength is not None:
+        if not 0.0 < strength <= 1.0:
+            raise CommandError(f"--refiner_strength must lie in (0, 1], got {strength}")
+        refiner.strength = strength
     return ChainedRefiner(refiner.eval(), str(path), settings, rule)

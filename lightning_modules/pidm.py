@@ -142,9 +142,8 @@ def test_pair_names(batch: Mapping[str, Any]) -> list[str]:
                                                                 strict=True)]
 
 
-def score_person_images(metrics: EvaluationMetrics, images: Tensor, batch: Mapping[str, Any]) -> None:
-    """Score generated person images (B, 3, H, W) in [-1, 1] against the batch's targets: FID (the real statistics
-    are complete before sampling), reconstruction LPIPS, SSIM and, on the persons data, appearance transfer."""
+def check_person_metrics(metrics: EvaluationMetrics, batch: Mapping[str, Any]) -> None:
+    """Stop, before any sampling, when the metrics do not fit person images or the batch lacks what they need."""
     if metrics.miou is not None or (metrics.lpips is not None and metrics.config.lpips.mode != "reconstruction"):
         raise ValueError("PIDM evaluation takes evaluation.fid, evaluation.lpips with mode: reconstruction, "
                          "evaluation.ssim and evaluation.appearance; set evaluation.miou to null and lpips.mode "
@@ -153,6 +152,12 @@ def score_person_images(metrics: EvaluationMetrics, images: Tensor, batch: Mappi
         raise ValueError("evaluation.appearance needs body-part labels of the targets, which only the built-in "
                          "persons data (datamodules.persons.PersonsDataModule) provides; set it to null for "
                          "other datasets")
+
+
+def score_person_images(metrics: EvaluationMetrics, images: Tensor, batch: Mapping[str, Any]) -> None:
+    """Score generated person images (B, 3, H, W) in [-1, 1] against the batch's targets: FID (the real statistics
+    are complete before sampling), reconstruction LPIPS, SSIM and, on the persons data, appearance transfer."""
+    check_person_metrics(metrics, batch)
     target = batch["target"]
     if metrics.fid is not None:
         metrics.update_fid(images)
@@ -205,7 +210,8 @@ class ChainedRefiner:
 
     def description(self) -> dict[str, Any]:
         """What identifies the refinement in ``metrics.json``."""
-        return {"checkpoint": self.checkpoint, "sampling": asdict(self.sampling), "guidance": asdict(self.guidance)}
+        return {"checkpoint": self.checkpoint, "sampling": asdict(self.sampling), "guidance": asdict(self.guidance),
+                "strength": getattr(self.module, "strength", 1.0)}
 
 
 class PIDMLitModule(DiffusionLitModule):
@@ -384,6 +390,7 @@ class PIDMLitModule(DiffusionLitModule):
         ``generated/``, ``real/`` (target), ``source/`` and ``pose/`` (target pose preview), named
         ``<source>_to_<target>``. With a chained refiner ``generated/`` holds the refined images, scored in
         ``metrics``, and ``coarse/`` this model's, scored in the ``coarse`` set."""
+        check_person_metrics(metrics, batch)
         names = test_pair_names(batch)
         x_T = named_noise(names, (self.image_channels, *batch["target"].shape[-2:]), self.test_sampling.seed,
                           device=self.device)

@@ -29,6 +29,7 @@ from lightning_modules.pidm import (
     PIDMLitModule,
     PoseStyleGuidance,
     _per_sample,
+    check_person_metrics,
     condition_keep_masks,
     pose_preview,
     save_person_images,
@@ -147,6 +148,7 @@ class RefinerLitModule(PIDMLitModule):
     def evaluate_test_batch(self, batch: Mapping[str, Any], metrics: EvaluationMetrics, outputs: TestOutputDir) -> None:
         """Refine the batch's coarse images; score the refined images in ``metrics`` and the coarse ones in the
         ``coarse`` set; PNGs as PIDM's plus ``coarse/``."""
+        check_person_metrics(metrics, batch)
         names = test_pair_names(batch)
         x_T = named_noise([f"{name}/refined" for name in names], (self.image_channels, *batch["target"].shape[-2:]),
                           self.test_sampling.seed, device=self.device)

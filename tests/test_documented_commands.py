@@ -86,7 +86,9 @@ BUILTIN_DATA_SIZES = {
                                             "--data.init_args.num_test=2", "--data.init_args.image_size=16"],
     "datamodules.persons.PersonsDataModule": ["--data.init_args.num_identities=4"],
     "datamodules.refinement.RefinementDataModule": ["--data.init_args.data.init_args.num_identities=4"],
-    # persons_video keeps its full tree (12 s to generate): docs/animation.md names its test people
+    # persons_video keeps the test people docs/animation.md names (id_00180-id_00184) as its whole test split
+    "datamodules.persons_video.PersonsVideoDataModule": ["--data.init_args.num_identities=185",
+                                                         "--data.init_args.test_fraction=0.027"],
 }
 DATA_TREES = {
     "datamodules.ade20k.ADE20KDataModule": trees.build_ade20k_tree,
@@ -250,7 +252,9 @@ def adapt_arguments(module: str, arguments: list[str], workspace: Workspace) -> 
                 value = value.replace(match["file"], "last.ckpt")  # a step checkpoint a tiny run does not write
         adapted.append(option + equals + value)
     if module in ("experiments.fit", "experiments.test", "experiments.benchmark") and configs:
-        workspace.provide_data(data_class, option_value(adapted, "--data.init_args.root") or data["init_args"]["root"])
+        root = option_value(adapted, "--data.init_args.root") or data["init_args"].get("root")
+        if root is not None:  # a refinement DataModule wraps a built-in one, which writes its own data
+            workspace.provide_data(data_class, root)
         model_class = str(config_yaml(configs[0]).get("model", {}).get("class_path", ""))
         family = next(folder for folder in TINY_OVERLAYS if folder in model_class.rpartition(".")[0]
                       or f"configs/{folder}/" in " ".join(configs))
