@@ -101,6 +101,17 @@ def evaluation_pairs(samples: list[PairSample]) -> list[list[str]]:
     return [[sample.sources[0].name, sample.target.name] for sample in samples]
 
 
+def evaluation_pair_dataset(data: PersonPairDataModule, split: Split,
+                            samples: list[PairSample] | None = None) -> PersonPairDataset:
+    """The split's pairs (or ``samples`` of it) as evaluation serves them: each line's first source, no
+    augmentation; the whole test split comes from the DataModule itself, with its evaluation extras (e.g. the
+    persons' part labels)."""
+    if split == "test" and samples is None:
+        return data.make_dataset("test")
+    samples = data.read_pairs(split) if samples is None else samples
+    return PersonPairDataset(samples, **{**data.dataset_options(split), "train": False})
+
+
 def checked_coarse_set(folder: str | Path, split: Split, samples: list[PairSample], image_size: tuple[int, int],
                        first_stage_sha256: str, first_stage: str, whole_split: bool) -> CoarseImageSet:
     """The folder's manifest, checked against the first stage, the image size and the split's pairs.
@@ -265,10 +276,6 @@ class RefinementDataModule(pl.LightningDataModule):
     def pose_window(self) -> int:
         return self.data.pose_window
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.data.image_size
-
     def prepare_data(self) -> None:
         self.data.prepare_data()
 
@@ -279,17 +286,17 @@ class RefinementDataModule(pl.LightningDataModule):
             self._first_stage_sha256 = checkpoint_sha256(self.first_stage)
         return self._first_stage_sha256
 
-    def coarse_dataset(self, split: Split, folder: str, pairs: Dataset | None = None) -> CoarsePairDataset:
-        """The split's pairs listed in ``folder``'s checked manifest, with their coarse images."""
+    def coarse_dataset(self, split: Split, folder: str) -> CoarsePairDataset:
+        """The split's pairs listed in ``folder``'s checked manifest (the whole test split), with their coarse
+        images; training pairs without the person DataModule's random sources."""
         samples = self.data.read_pairs(split)
         coarse = checked_coarse_set(folder, split, samples, self.data.image_size, self.first_stage_sha256(),
                                     self.first_stage, whole_split=split == "test")
-        if pairs is None:  # training: the listed pairs without the person DataModule's random sources
-            listed = {tuple(pair) for pair in coarse.pairs}
-            kept = [sample for sample in samples if (sample.sources[0].name, sample.target.name) in listed]
-            options = {**self.data.dataset_options(split), "train": False}
-            pairs = PersonPairDataset(kept, **options)
-        return CoarsePairDataset(pairs, folder=folder, flip_prob=self.flip_prob if split == "train" else 0.0)
+        listed = {tuple(pair) for pair in coarse.pairs}
+        kept = None if split == "test" else [sample for sample in samples
+                                             if (sample.sources[0].name, sample.target.name) in listed]
+        return CoarsePairDataset(evaluation_pair_dataset(self.data, split, kept), folder=folder,
+                                 flip_prob=self.flip_prob if split == "train" else 0.0)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and "train" not in self.datasets:
@@ -303,7 +310,7 @@ class RefinementDataModule(pl.LightningDataModule):
                                  "degradation")
         if "test" not in self.datasets:
             if self.test_coarse is not None:
-                self.datasets["test"] = self.coarse_dataset("test", self.test_coarse, self.data.make_dataset("test"))
+                self.datasets["test"] = self.coarse_dataset("test", self.test_coarse)
             elif stage == "test":
                 raise ValueError("testing a refiner needs test_coarse: the first stage's images of every test pair "
                                  "(python -m experiments.coarse --split test), or chain the two models with "

@@ -25,8 +25,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from datamodules.person_base import PersonPairDataModule, PersonPairDataset, pair_name
-from datamodules.refinement import MANIFEST, CoarseImageSet, checkpoint_sha256, evaluation_pairs
+from datamodules.person_base import PersonPairDataModule, pair_name
+from datamodules.refinement import (
+    MANIFEST,
+    CoarseImageSet,
+    checkpoint_sha256,
+    evaluation_pair_dataset,
+    evaluation_pairs,
+)
 from experiments.checkpoint_checks import require_checkpoint_file
 from experiments.errors import CommandError, parse_dataclass_options, run_main
 from experiments.predict import GuidanceOverride, SamplingOverride, device_for, save_images
@@ -121,10 +127,7 @@ def run(options: CoarseOptions) -> CoarseImageSet:
     guidance = guidance_override(model, options.guidance)
     datamodule = person_datamodule(options)
     datamodule.prepare_data()
-    dataset = datamodule.make_dataset(options.split)
-    if options.split == "train":  # the evaluation-mode pairs: each line's first source, no augmentation
-        dataset = PersonPairDataset(datamodule.read_pairs("train"), **{**datamodule.dataset_options("train"),
-                                                                   "train": False})
+    dataset = evaluation_pair_dataset(datamodule, options.split)
     pairs = evaluation_pairs(dataset.samples)
     count = len(pairs) if options.max_pairs is None else min(options.max_pairs, len(pairs))
     chosen = [round(k * len(pairs) / count) for k in range(count)]  # evenly over the list: every identity

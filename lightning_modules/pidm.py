@@ -183,6 +183,11 @@ def save_person_images(
     outputs.save_images("pose", names, pose_preview(batch["target_pose"]))
 
 
+def refinement_noise(names: Sequence[str], shape: Sequence[int], seed: int, device: torch.device | str) -> Tensor:
+    """A refiner's initial noise for the named pairs, independent of the first stage's noise for the same names."""
+    return named_noise([f"{name}/refined" for name in names], shape, seed, device=device)
+
+
 @dataclass(frozen=True)
 class ChainedRefiner:
     """A second stage that refines a first stage's images (PCDMs' progressive refinement) at test time.
@@ -203,8 +208,7 @@ class ChainedRefiner:
         """Refined images of ``coarse`` (B, 3, H, W); each pair's noise is seeded by its name. The refiner sees
         the coarse images rounded to 8 bits, as it was trained on them (``experiments.coarse`` writes PNGs), so
         chaining gives the images a refiner test on the saved coarse images gives."""
-        x_T = named_noise([f"{name}/refined" for name in names], tuple(coarse.shape[1:]), self.sampling.seed,
-                          device=coarse.device)
+        x_T = refinement_noise(names, tuple(coarse.shape[1:]), self.sampling.seed, coarse.device)
         return self.module.generate_batch({**batch, "coarse": png_rounded(coarse)},
                                           sampling=self.sampling, guidance=self.guidance, x_T=x_T)
 

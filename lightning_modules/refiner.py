@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.base import SamplerSettings
+from lightning_modules.base import SamplerSettings, settings
 from lightning_modules.diffusion import Guidance, q_sample
-from lightning_modules.evaluation_io import TestOutputDir, named_noise
+from lightning_modules.evaluation_io import TestOutputDir
 from lightning_modules.metrics import EvaluationMetrics
 from lightning_modules.nets.pidm_unet import PIDMUNetConfig
 from lightning_modules.pidm import (
@@ -32,6 +32,7 @@ from lightning_modules.pidm import (
     check_person_metrics,
     condition_keep_masks,
     pose_preview,
+    refinement_noise,
     save_person_images,
     score_person_images,
     test_pair_names,
@@ -72,12 +73,11 @@ class RefinerLitModule(PIDMLitModule):
     ) -> None:
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must lie in (0, 1], got {strength}")
-        image_channels = (network["image_channels"] if isinstance(network, Mapping) and "image_channels" in network
-                          else getattr(network, "image_channels", PIDMUNetConfig.image_channels))
+        network = settings(PIDMUNetConfig, network)
         if pose_channels is None or pose_channels < 1:
             raise ValueError(f"RefinerLitModule needs pose_channels >= 1, got {pose_channels}; it is linked from the "
                              "DataModule's pose_channels (or set model.init_args.pose_channels)")
-        spatial = image_channels + (pose_channels if condition_on_pose else 0)
+        spatial = network.image_channels + (pose_channels if condition_on_pose else 0)
         # PIDM's network reads its spatial condition as "pose": here the coarse image, with the pose after it.
         super().__init__(spatial, 1, network, guidance, condition_drop_prob, condition_dropout, **kwargs)
         self.pose_channels = pose_channels
@@ -150,8 +150,7 @@ class RefinerLitModule(PIDMLitModule):
         ``coarse`` set; PNGs as PIDM's plus ``coarse/``."""
         check_person_metrics(metrics, batch)
         names = test_pair_names(batch)
-        x_T = named_noise([f"{name}/refined" for name in names], (self.image_channels, *batch["target"].shape[-2:]),
-                          self.test_sampling.seed, device=self.device)
+        x_T = refinement_noise(names, tuple(batch["coarse"].shape[1:]), self.test_sampling.seed, self.device)
         refined = self.generate_batch(batch, sampling=self.test_sampling, x_T=x_T)
         score_person_images(metrics, refined, batch)
         score_person_images(self.test_metric_sets["coarse"], batch["coarse"], batch)
