@@ -57,6 +57,13 @@ class ShardRecorder(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    def teardown(self, stage: str) -> None:
+        # Lightning leaves a gloo group to the interpreter's exit (it destroys only NCCL groups); a spawned rank
+        # that exits while the other still holds the connection can then abort in gloo's destructor
+        # ("terminate called without an active exception"), failing the spawn after a finished fit.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
 
 def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
     return pl.Trainer(

@@ -68,8 +68,10 @@ class GroupNorm32(nn.GroupNorm):
 
 
 def normalization(channels: int) -> GroupNorm32:
-    """The standard affine normaliser: float32 GroupNorm with ``min(32, channels)`` groups."""
-    return GroupNorm32(min(32, channels), channels)
+    """The standard affine normaliser: float32 GroupNorm with ``min(32, channels)`` groups (the official
+    grouping), or for widths it does not divide (e.g. 48) the most groups up to 32 that divide ``channels``."""
+    groups = next(g for g in range(min(32, channels), 0, -1) if channels % g == 0)
+    return GroupNorm32(groups, channels)
 
 
 def regroup_normalization(module: nn.Module, channels_per_group: int) -> None:

@@ -51,7 +51,8 @@ def test_groupnorm32_computes_in_float32_and_returns_input_dtype():
     assert torch.equal(out, expected)
 
 
-@pytest.mark.parametrize(("channels", "groups"), [(8, 8), (32, 32), (96, 32)])
+# 48 and 72: widths of a 24-channel network, which the official min(32, C) groups do not divide.
+@pytest.mark.parametrize(("channels", "groups"), [(8, 8), (24, 24), (32, 32), (96, 32), (48, 24), (72, 24)])
 def test_normalization_uses_at_most_32_groups(channels, groups):
     norm = normalization(channels)
     assert isinstance(norm, GroupNorm32) and norm.num_groups == groups and norm.eps == 1e-5

@@ -183,3 +183,12 @@ def test_norm_channels_per_group_reaches_the_texture_encoder_and_cross_attention
     assert encoder_norms and cross_attention_norms
     assert all(m.num_channels == 4 * m.num_groups for m in [*encoder_norms, *cross_attention_norms])
     small_net().load_state_dict(net.state_dict())
+
+
+def test_widths_the_official_grouping_does_not_divide_build_and_regroup():
+    # 24 channels give 48-channel levels, which min(32, C) groups cannot split; the network still builds and runs.
+    net = small_net(model_channels=24, norm_channels_per_group=4)
+    assert {m.num_channels for m in net.modules() if isinstance(m, torch.nn.GroupNorm)} >= {24, 48}
+    assert all(m.num_channels == 4 * m.num_groups for m in net.modules() if isinstance(m, torch.nn.GroupNorm))
+    y_t, t, pose, source = _inputs(net)
+    assert net(y_t, t, pose, source=source).shape == (2, 6, 16, 16)
