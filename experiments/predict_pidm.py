@@ -156,9 +156,9 @@ def predict_pidm(model: PIDMLitModule, options: PredictOptions, sampling: Sample
         _require(options, "source2", "pose")
         if options.num_samples != 1:
             raise CommandError("--edit interpolate makes one sequence; its length is --num_mixes, not --num_samples")
-        if options.sampler is None and options.eta is None and sampling.sampler != "ddim":
+        if options.sampler is None and options.eta is None and (sampling.sampler, sampling.eta) != ("ddim", 0.0):
             print(f"style interpolation samples with deterministic DDIM ({sampling.steps} steps) instead of the "
-                  f"checkpoint's {sampling.sampler}", file=sys.stderr)
+                  f"checkpoint's {sampling.sampler} (eta {sampling.eta})", file=sys.stderr)
             sampling = replace(sampling, sampler="ddim", eta=0.0)
         if sampling.sampler != "ddim" or sampling.eta != 0.0:
             raise CommandError(f"--edit interpolate needs deterministic DDIM (--sampler ddim --eta 0), got "
