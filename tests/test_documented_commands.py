@@ -68,6 +68,7 @@ PLACEHOLDERS = {
     "<best>": "last",
     "<sampler>": "ddim",
     "<steps>": "4",
+    "<eta>": "0",
 }
 SYNOPSIS = re.compile(r"\b[A-Z]\.(yaml|ckpt)\b|\.\.\.|<[\w ]+>")
 NOT_OURS = {

@@ -62,7 +62,7 @@ def first_stage_ckpt(root: Path) -> Path:
 
 def coarse_args(root: Path, split: str, *extra: str) -> list[str]:
     return ["--ckpt_path", str(first_stage_ckpt(root)), "--split", split, "--out", str(root / "coarse" / split),
-            "--sampling.sampler", "ddim", "--accelerator", "cpu", "--batch_size", "4", *extra]
+            "--sampling.sampler", "ddim", "--sampling.eta", "0", "--accelerator", "cpu", "--batch_size", "4", *extra]
 
 
 def refiner_args(root: Path, *extra: str) -> list[str]:
@@ -82,7 +82,7 @@ def refiner_ckpt(root: Path) -> Path:
 
 def evaluation(stats: Path) -> list[str]:
     return ["--trainer.limit_test_batches=1.0", f"--model.init_args.evaluation.fid.stats_dir={stats}",
-            "--model.init_args.test_sampling.sampler=ddim"]
+            "--model.init_args.test_sampling.sampler=ddim", "--model.init_args.test_sampling.eta=0"]
 
 
 def pixels(folder: Path) -> dict[str, np.ndarray]:
@@ -111,7 +111,7 @@ def test_coarse_command_continues_an_interrupted_folder_and_refuses_other_option
     manifest.complete = False
     manifest.write(out)
     coarse(["--ckpt_path", str(first_stage_ckpt(chain)), "--split", "test", "--out", str(out),
-            "--sampling.sampler", "ddim", "--accelerator", "cpu", "--batch_size", "4"])
+            "--sampling.sampler", "ddim", "--sampling.eta", "0", "--accelerator", "cpu", "--batch_size", "4"])
     assert CoarseImageSet.read(out).complete
     np.testing.assert_array_equal(pixels(out)[missing.name], before[missing.name])  # seeded by the pair's name
 
