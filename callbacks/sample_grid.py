@@ -45,7 +45,7 @@ class SampleGridLogger(Callback):
         num_examples: Rows of the grid (taken from the first validation batch).
         sampler: Sampler name (``ddpm``, ``ddim``, ``dpmpp_2m``).
         steps: Sampling steps.
-        eta: DDIM eta.
+        eta: Stochasticity of ``ddim`` and ``dpmpp_2m`` (0: deterministic).
         seed: Seed of the sampling noise.
         every_n_validations: Log at every n-th validation run (sanity checks excluded).
         save_png: Also write the grid as PNG under the run directory.

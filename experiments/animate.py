@@ -76,7 +76,7 @@ class AnimateOptions:
         noise: ``shared`` (the same initial and per-step noise for every frame) or ``independent``.
         sampler: ``ddpm``, ``ddim`` or ``dpmpp_2m`` (default: the checkpoint's).
         steps: Denoising steps (default: the checkpoint's).
-        eta: DDIM eta (default: the checkpoint's).
+        eta: Stochasticity of ``ddim`` and ``dpmpp_2m`` (default: the checkpoint's).
         seed: Noise seed (default: the checkpoint's).
         guidance: Guidance settings replacing the checkpoint's.
         batch_size: Frames sampled together.

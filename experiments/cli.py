@@ -29,6 +29,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from callbacks.ema import DelayedEMA
+from callbacks.process_group import LeaveProcessGroupAtExit
 from callbacks.sample_grid import SampleGridLogger
 from experiments.checkpoint_checks import check_ckpt_path
 from experiments.errors import parse_args
@@ -105,7 +106,8 @@ class CondiffCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback | None]) -> Trainer:
         # LightningCLI hands over every named section's callback, also a null one (a segmenter has no EMA).
-        return super()._instantiate_trainer(config, [callback for callback in callbacks if callback is not None])
+        callbacks = [callback for callback in callbacks if callback is not None]
+        return super()._instantiate_trainer(config, [*callbacks, LeaveProcessGroupAtExit()])
 
     def _parse_ckpt_path(self) -> None:
         """Build the model from the config and command line alone, also when ``--ckpt_path`` is given.

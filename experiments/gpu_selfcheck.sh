@@ -40,7 +40,8 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
   exit 0
 fi
 
-step "CUDA tests (pytest -m gpu)" 200 bash -c "pytest -m gpu -rs -p no:cacheprovider tests/test_gpu.py 2>&1 | tee '$out/pytest.log'"
+# One process (setup.cfg's addopts would start parallel workers, and need pytest-xdist, which a GPU image may lack).
+step "CUDA tests (pytest -m gpu)" 200 bash -c "pytest -o addopts='' --strict-markers -m gpu -rs -p no:cacheprovider tests/test_gpu.py 2>&1 | tee '$out/pytest.log'"
 # pytest -rs lists the skipped tests with their reasons (e.g. NCCL DDP without a second GPU).
 while IFS= read -r line; do summary+=("SKIPPED  ${line#SKIPPED }"); done < <(grep '^SKIPPED' "$out/pytest.log")
 

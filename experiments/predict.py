@@ -91,7 +91,7 @@ class SamplingOverride:
     Args:
         sampler: ``ddpm``, ``ddim`` or ``dpmpp_2m``.
         steps: Denoising steps.
-        eta: DDIM eta.
+        eta: Stochasticity of ``ddim`` and ``dpmpp_2m`` (0: deterministic).
         seed: Noise seed.
     """
 
@@ -110,7 +110,7 @@ class PredictOptions:
         out: Output folder.
         sampler: ``ddpm``, ``ddim`` or ``dpmpp_2m`` (default: the checkpoint's).
         steps: Denoising steps (default: the checkpoint's).
-        eta: DDIM eta (default: the checkpoint's).
+        eta: Stochasticity of ``ddim`` and ``dpmpp_2m`` (default: the checkpoint's).
         seed: Noise seed (default: the checkpoint's); each batch's noise comes from (seed, batch index).
         guidance: Guidance settings replacing the checkpoint's.
         num_samples: Samples per label map (SDM), per pose (PIDM pose transfer) or per appearance edit.
@@ -195,8 +195,8 @@ def check_counts(options: Any, names: Sequence[str]) -> None:
 def check_sampler_options(options: Any) -> None:
     """``--steps`` and ``--eta`` of predict-like ``options``, before any checkpoint is loaded."""
     check_counts(options, ["steps"])
-    if options.eta is not None and (options.eta < 0 or (options.eta > 0 and options.sampler not in (None, "ddim"))):
-        raise CommandError(f"--eta {options.eta}: a non-negative eta applies to the ddim sampler only")
+    if options.eta is not None and (options.eta < 0 or (options.eta > 0 and options.sampler == "ddpm")):
+        raise CommandError(f"--eta {options.eta}: a non-negative eta applies to the ddim and dpmpp_2m samplers only")
 
 
 def check_refiner_options(refiner: Path | str | None, sampling: SamplingOverride, guidance: GuidanceOverride,

@@ -61,9 +61,11 @@ class SamplerSettings:
     """How the reverse process is walked (the guidance rule is the model family's own).
 
     Args:
-        sampler: ``ddpm`` (ancestral, with the model's variance), ``ddim`` or ``dpmpp_2m`` (DPM-Solver++(2M)).
+        sampler: ``ddpm`` (ancestral, with the model's variance), ``ddim`` or ``dpmpp_2m`` (DPM-Solver++(2M);
+            with ``eta`` 1 its SDE variant).
         steps: Denoising steps; the training schedule is respaced to them.
-        eta: DDIM stochasticity (``ddim`` only; 0 is deterministic).
+        eta: Stochasticity of ``ddim`` and ``dpmpp_2m`` (0: deterministic; 1: fresh noise of the posterior's
+            variance at every step).
         seed: Seed of the noise (``predict``: per batch; the test command: per sample, from its file name).
     """
 
@@ -77,17 +79,17 @@ class SamplerSettings:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.eta < 0 or (self.eta != 0 and self.sampler != "ddim"):
-            raise ValueError(f"eta={self.eta}: a non-negative eta applies to the ddim sampler only (with "
-                             f"sampler {self.sampler!r} set eta to 0)")
+        if self.eta < 0 or (self.eta != 0 and self.sampler == "ddpm"):
+            raise ValueError(f"eta={self.eta}: a non-negative eta applies to the ddim and dpmpp_2m samplers only "
+                             f"(with sampler {self.sampler!r} set eta to 0)")
 
     def overridden(
         self, sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None
     ) -> "SamplerSettings":
-        """These settings with the given ones replacing them (None keeps a setting). A sampler other than DDIM
-        given without ``eta`` drops the DDIM eta of these settings (e.g. ``--sampler ddpm`` on a checkpoint that
-        samples with stochastic DDIM), which that sampler would refuse."""
-        if sampler is not None and sampler != "ddim" and eta is None:
+        """These settings with the given ones replacing them (None keeps a setting). Another sampler given without
+        ``eta`` samples with eta 0 (e.g. ``--sampler dpmpp_2m`` on a checkpoint that samples with stochastic DDIM
+        is the deterministic solver, ``--sampler ddpm`` would refuse the eta)."""
+        if sampler is not None and sampler != self.sampler and eta is None:
             eta = 0.0
         given = {"sampler": sampler, "steps": steps, "eta": eta, "seed": seed}
         return replace(self, **{name: value for name, value in given.items() if value is not None})

@@ -4,7 +4,26 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from official_fixtures import SHIPPED_FIXTURES
+
+MAX_WORKERS = 4  # each worker holds its own torch and models; more buy little on small machines
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (setup.cfg): one worker per core, at most MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def pytest_configure(config) -> None:
+    # Workers share the cores: each gets its share of torch threads instead of all of them. The processes a test
+    # starts get the same share (OMP_NUM_THREADS), so a run in a subprocess computes bit for bit what the same run
+    # in the worker does (tests/test_resume.py compares the two).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanSquaredError
 
 from callbacks.nonfinite_guard import NonFiniteLossGuard
+from callbacks.process_group import LeaveProcessGroupAtExit
 from offline_weights import write_lpips_alexnet, write_shapes_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,12 +58,6 @@ class ShardRecorder(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    def teardown(self, stage: str) -> None:
-        # Lightning leaves a gloo group to the interpreter's exit (it destroys only NCCL groups); a spawned rank
-        # that exits while the other still holds the connection can then abort in gloo's destructor
-        # ("terminate called without an active exception"), failing the spawn after a finished fit.
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
@@ -87,8 +82,10 @@ def test_ddp_spawn_shards_data_and_syncs_metrics(tmp_path):
     model = ShardRecorder(str(tmp_path))
     initial = {k: v.clone() for k, v in model.state_dict().items()}
 
-    # Guard included: its host-side decision must not desynchronise the ranks.
-    trainer = _trainer(tmp_path, strategy="ddp_spawn", devices=2, max_epochs=1, callbacks=[NonFiniteLossGuard()])
+    # Guard included: its host-side decision must not desynchronise the ranks. The ranks leave their gloo group at
+    # exit as the CLI's runs do (callbacks.process_group).
+    trainer = _trainer(tmp_path, strategy="ddp_spawn", devices=2, max_epochs=1,
+                       callbacks=[NonFiniteLossGuard(), LeaveProcessGroupAtExit()])
     trainer.fit(model, train_dataloaders=_loader(shuffle=True), val_dataloaders=_loader(shuffle=False))
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(record["world_size"] == 2 for record in records)
@@ -166,3 +163,22 @@ def test_fit_and_test_commands_run_under_the_ddp_launcher(tmp_path):
     report = json.loads((tmp_path / "runs/sdm_shapes/version_1/test/metrics.json").read_text())
     assert report["num_samples"] == 5 and set(report["metrics"]) == {"fid", "lpips", "miou"}
     assert len(list((tmp_path / "runs/sdm_shapes/version_1/test/generated").iterdir())) == 5 * 2
+
+
+def test_a_rank_leaves_its_gloo_group_when_it_exits(tmp_path):
+    """Lightning destroys only NCCL groups at exit; LeaveProcessGroupAtExit (every CLI run has it) destroys a gloo
+    group too, before the interpreter's teardown could abort in gloo's destructor. atexit runs last-in first-out, so
+    a handler registered before the callback's setup sees the state the callback left."""
+    script = f"""
+import atexit, torch
+from callbacks.process_group import LeaveProcessGroupAtExit
+torch.distributed.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1)
+atexit.register(lambda: print("group alive at exit:", torch.distributed.is_initialized(), flush=True))
+callback = LeaveProcessGroupAtExit()
+callback.setup(None, None, "fit")
+callback.setup(None, None, "test")  # a second run in the process registers nothing more
+print("group alive after setup:", torch.distributed.is_initialized(), flush=True)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    output = run_under_timeout("a one-rank gloo group", [sys.executable, "-c", script], env, timeout=120)
+    assert output.splitlines()[-2:] == ["group alive after setup: True", "group alive at exit: False"]

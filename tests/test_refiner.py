@@ -284,10 +284,13 @@ def test_refiner_reads_the_coarse_image_and_pose_on_channels(condition_on_pose, 
         model.guided_conditions({key: value for key, value in batch.items() if key != "coarse"})
 
 
-def test_a_sampler_override_drops_a_ddim_eta_the_new_sampler_would_refuse():
+def test_a_sampler_override_without_eta_samples_with_eta_zero():
     stochastic = SamplerSettings("ddim", 25, eta=1.0)
     assert stochastic.overridden("ddpm") == SamplerSettings("ddpm", 25, eta=0.0)
+    assert stochastic.overridden("dpmpp_2m") == SamplerSettings("dpmpp_2m", 25, eta=0.0)
+    assert stochastic.overridden("dpmpp_2m", eta=1.0) == SamplerSettings("dpmpp_2m", 25, eta=1.0)
     assert stochastic.overridden(steps=50) == SamplerSettings("ddim", 50, eta=1.0)
+    assert stochastic.overridden("ddim") == stochastic
     assert stochastic.overridden("ddim", eta=0.0).eta == 0.0
     with pytest.raises(ValueError, match="eta"):
         stochastic.overridden("ddpm", eta=0.5)

@@ -58,11 +58,6 @@ def _run_callback(callback: StepCallback | None, step: SamplerStep) -> Tensor:
     return step.x if replacement is None else replacement
 
 
-def _require_no_eta(sampler: str, eta: float) -> None:
-    if eta != 0.0:
-        raise ValueError(f"{sampler} has no eta parameter (got eta={eta}); eta applies to the 'ddim' sampler only")
-
-
 def ddpm(
     denoise: Denoiser,
     x_T: Tensor,
@@ -76,7 +71,8 @@ def ddpm(
     shared_noise: bool = False,
 ) -> Tensor:
     """Ancestral sampling from p(x_{t−1} | x_t) with the model's variance; no noise is added at the last step."""
-    _require_no_eta("ddpm", eta)
+    if eta != 0.0:
+        raise ValueError(f"ddpm has no eta parameter (got eta={eta}); eta applies to 'ddim' and 'dpmpp_2m'")
     schedule = schedule.to(x_T.device)
     x = x_T
     for step, i in enumerate(reversed(range(schedule.num_steps))):
@@ -142,16 +138,18 @@ def dpmpp_2m(
     generator: torch.Generator | None = None,
     shared_noise: bool = False,
 ) -> Tensor:
-    """DPM-Solver++(2M): second-order multistep solver of the diffusion ODE in data prediction.
+    """DPM-Solver++(2M): second-order multistep solver in data prediction; with ``eta`` > 0 its SDE variant.
 
-    Uses the schedule's ᾱ (α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t)). The first step is first order
-    (equal to DDIM), the following ones extrapolate x̂0 from the last two predictions, and the final step
-    returns x̂0 of step 0. The update into index 0 is first order as well ("lower order final"): over an evenly
-    strided respacing its log-SNR step is several times the previous one, and the 2M extrapolation would then
-    overshoot (the global error stays second order). Deterministic: ``eta`` must be 0; ``generator`` and
-    ``shared_noise`` are unused.
+    Uses the schedule's ᾱ (α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t), h = λ_next − λ_t). Each step is
+    x_next = (σ_next/σ_t)·e^{−ηh}·x + α_next·(1 − e^{−(1+η)h})·D + σ_next·√(1 − e^{−2ηh})·z, where D is x̂0 at the
+    first step and afterwards x̂0 extrapolated from the last two predictions (D = x̂0 + (x̂0 − x̂0_prev)/(2r),
+    r = h_previous / h). ``eta`` = 0 is the ODE solver (Lu et al., 2022); ``eta`` = 1 the SDE solver of the same
+    paper, whose first-order step is the DDPM posterior at x̂0 (DDIM with η = 1). The update into index 0 is first
+    order ("lower order final": over an evenly strided respacing its log-SNR step is several times the previous
+    one, and the extrapolation would then overshoot), and the final step returns x̂0 of step 0.
     """
-    _require_no_eta("dpmpp_2m", eta)
+    if eta < 0:
+        raise ValueError(f"eta must be non-negative, got {eta}")
     alphas_cumprod = schedule.alphas_cumprod.tolist()
     schedule = schedule.to(x_T.device)
     x = x_T
@@ -170,10 +168,13 @@ def dpmpp_2m(
             h = 0.5 * math.log(alpha_bar_next / (1 - alpha_bar_next)) - log_snr
             data = pred_x0
             if previous_x0 is not None and i > 1:
-                half_inverse_ratio = h / (2 * previous_h)  # 1 / (2r), r = h_previous / h
-                data = (1 + half_inverse_ratio) * pred_x0 - half_inverse_ratio * previous_x0
+                data = pred_x0 + h / (2 * previous_h) * (pred_x0 - previous_x0)
             sigma_ratio = math.sqrt((1 - alpha_bar_next) / (1 - alpha_bar))
-            x = sigma_ratio * x - math.sqrt(alpha_bar_next) * math.expm1(-h) * data
+            x = (sigma_ratio * math.exp(-eta * h) * x
+                 - math.sqrt(alpha_bar_next) * math.expm1(-(1 + eta) * h) * data)
+            if eta > 0:
+                noise_std = math.sqrt(1 - alpha_bar_next) * math.sqrt(-math.expm1(-2 * eta * h))
+                x = x + noise_std * _noise_like(x, generator, shared_noise)
             previous_x0, previous_h = pred_x0, h
         x = _run_callback(callback, SamplerStep(step, i, x, pred_x0))
     return x

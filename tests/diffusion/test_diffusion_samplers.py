@@ -65,15 +65,17 @@ def test_deterministic_samplers_converge_to_the_gaussian_ode_at_their_order(name
     assert errors[0] / errors[1] == pytest.approx(2**order, rel=0.1)
 
 
-def test_dpmpp_2m_takes_first_order_steps_first_and_into_index_zero():
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_dpmpp_2m_takes_first_order_steps_first_and_into_index_zero(eta):
     # Over three steps the only second-order candidate is the update into index 0, which is first order
-    # ("lower order final"), so the solver equals DDIM; over four the middle update is second order.
+    # ("lower order final"), so the solver equals DDIM with the same eta (and noise draws); over four the middle
+    # update is second order.
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     denoise = gaussian_data_oracle(0.5)
     for steps, same in ((3, True), (4, False)):
         schedule = FULL.respace(str(steps))
-        solver = dpmpp_2m(denoise, x_T, schedule, variance="fixed_small")
-        reference = ddim(denoise, x_T, schedule, variance="fixed_small")
+        solver, reference = (sampler(denoise, x_T, schedule, variance="fixed_small", eta=eta,
+                                     generator=torch.Generator().manual_seed(7)) for sampler in (dpmpp_2m, ddim))
         assert torch.allclose(solver, reference, atol=1e-5) is same
 
 
@@ -102,6 +104,21 @@ def test_ddpm_with_exact_learned_variance_samples_the_data_distribution():
     sample = ddpm(exact_reverse_oracle(std, schedule), x_T, schedule, clip_x0=False, generator=generator)
     assert sample.mean().abs().item() < 0.02
     assert sample.std().item() == pytest.approx(std, rel=0.03)
+
+
+@pytest.mark.parametrize("steps", [25, 50])
+def test_dpmpp_2m_sde_samples_the_data_distribution(steps):
+    # The SDE variant (eta 1) with the exact ε of data x0 ~ N(0, std²): the samples have the data's spread, and
+    # they are not the ODE's (which maps x_T deterministically).
+    std, schedule = 0.5, FULL.respace(str(steps))
+    generator = torch.Generator().manual_seed(3)
+    x_T = torch.randn(8, 3, 32, 32, generator=generator)
+    sample = dpmpp_2m(gaussian_data_oracle(std), x_T, schedule, clip_x0=False, variance="fixed_small", eta=1.0,
+                      generator=generator)
+    assert sample.mean().abs().item() < 0.02
+    assert sample.std().item() == pytest.approx(std, rel=0.03)
+    ode = dpmpp_2m(gaussian_data_oracle(std), x_T, schedule, clip_x0=False, variance="fixed_small")
+    assert torch.corrcoef(torch.stack([sample.flatten(), ode.flatten()]))[0, 1] < 0.5
 
 
 def test_ddim_with_eta_one_equals_ddpm_with_posterior_variance():
@@ -151,7 +168,9 @@ def test_network_receives_original_timesteps():
     assert received == [[750, 750], [500, 500], [250, 250], [0, 0]]
 
 
-@pytest.mark.parametrize("name", ["ddpm", "dpmpp_2m"])
-def test_eta_is_rejected_where_it_has_no_meaning(name):
+def test_eta_is_rejected_where_it_has_no_meaning():
     with pytest.raises(ValueError, match="eta"):
-        SAMPLERS[name](eps_oracle(torch.zeros(1, 3, 2, 2)), torch.randn(1, 3, 2, 2), FULL.respace("5"), eta=0.5)
+        ddpm(eps_oracle(torch.zeros(1, 3, 2, 2)), torch.randn(1, 3, 2, 2), FULL.respace("5"), eta=0.5)
+    for sampler in (ddim, dpmpp_2m):
+        with pytest.raises(ValueError, match="eta must be non-negative"):
+            sampler(eps_oracle(torch.zeros(1, 3, 2, 2)), torch.randn(1, 3, 2, 2), FULL.respace("5"), eta=-0.5)
