@@ -11,7 +11,6 @@ does not take is an error (``style_only``: ``scale``; ``disentangled``/``nested`
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +158,7 @@ def predict_pidm(model: PIDMLitModule, options: PredictOptions, sampling: Sample
         if options.sampler is None and options.eta is None and (sampling.sampler, sampling.eta) != ("ddim", 0.0):
             print(f"style interpolation samples with deterministic DDIM ({sampling.steps} steps) instead of the "
                   f"checkpoint's {sampling.sampler} (eta {sampling.eta})", file=sys.stderr)
-            sampling = replace(sampling, sampler="ddim", eta=0.0)
+            sampling = sampling.overridden("ddim", eta=0.0)
         if sampling.sampler != "ddim" or sampling.eta != 0.0:
             raise CommandError(f"--edit interpolate needs deterministic DDIM (--sampler ddim --eta 0), got "
                                f"{sampling.sampler} with eta {sampling.eta}")

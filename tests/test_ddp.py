@@ -59,7 +59,6 @@ class ShardRecorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-
 def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
     return pl.Trainer(
         default_root_dir=tmp_path,
