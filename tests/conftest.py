@@ -6,13 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from official_fixtures import SHIPPED_FIXTURES
-
-MAX_WORKERS = 4  # each worker holds its own torch and models; more buy little on small machines
+from xdist_workers import auto_workers
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto`` (setup.cfg): one worker per core, at most MAX_WORKERS."""
-    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    """``-n auto`` (setup.cfg): see tests/xdist_workers.py."""
+    return auto_workers(config.args, os.cpu_count() or 1)
 
 
 def pytest_configure(config) -> None:
